@@ -1,0 +1,520 @@
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-instance/instance/handoff"
+	"github.com/go-instance/instance/shm"
+)
+
+// Doorbell kinds, recorded in the region header so that every secondary
+// uses the one its primary waits on.
+const (
+	bellFutex uint32 = 1
+	bellFIFO  uint32 = 2
+)
+
+// Message is what a secondary launch forwarded.
+type Message struct {
+	Args []string          // arguments, byte for byte as the secondary got them
+	Dir  string            // the secondary's working directory
+	Env  map[string]string // forwarded environment variables that were set
+	PID  int               // the secondary's process id
+	Time time.Time         // when the secondary sent it
+	Data []byte            // the payload given to WithData
+}
+
+// Reply is the primary's answer to a message: the secondary's exit code and
+// bytes for it to print.
+type Reply struct {
+	Code int
+	Data []byte
+}
+
+// Handler handles one forwarded message and returns the reply for its
+// sender.
+type Handler func(*Message) Reply
+
+// Instance is the result of Acquire: either the primary, which holds the
+// instance's lock and receives messages, or a secondary, whose message was
+// delivered and answered.
+type Instance struct {
+	primary bool
+	reply   Reply
+
+	// The primary's state.
+	cfg      *config
+	files    *files
+	lock     *os.File // held for the instance's whole life
+	regFile  *os.File
+	region   *shm.Region
+	bell     shm.Doorbell // the primary's doorbell, which it waits on
+	recvDone chan struct{}
+	notify   chan struct{} // a message was queued
+	closed   chan struct{} // Release was called
+
+	mu        sync.Mutex // guards everything below and the mapping
+	view      *handoff.Region
+	rc        *handoff.Receiver
+	slotBells []shm.Doorbell
+	queue     []*pending
+	closing   bool
+	faults    int // header faults repaired
+}
+
+type pending struct {
+	in  handoff.Incoming
+	rc  *handoff.Receiver // the receiver it came through
+	msg *Message
+}
+
+// Acquire makes this process the primary of the application appID, or, if a
+// primary is running, forwards this launch's message to it and waits for
+// its reply. It is AcquireContext with a background context.
+func Acquire(appID string, opts ...Option) (*Instance, error) {
+	return AcquireContext(context.Background(), appID, opts...)
+}
+
+// AcquireContext is Acquire bounded by ctx as well as by WithTimeout.
+//
+// A nil error means the outcome is decided: IsPrimary tells which. A
+// secondary's message was delivered exactly once and answered; Reply has
+// the answer. Errors wrap the package's sentinels; in no case is a message
+// delivered and the error reported as well.
+func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instance, error) {
+	cfg, err := newConfig(appID, opts)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := cfg.encodeMessage()
+	if err != nil {
+		return nil, err
+	}
+	f, err := openFiles(cfg, appID)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := f.openLock()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	inst, err := acquire(ctx, cfg, f, lock, msg)
+	if err != nil || !inst.primary {
+		lock.Close()
+	}
+	return inst, err
+}
+
+// errBecamePrimary: a secondary found the primary gone and took the lock.
+var errBecamePrimary = errors.New("instance: became primary")
+
+func acquire(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte) (*Instance, error) {
+	backoff := time.Millisecond
+	var lastErr error
+	for {
+		ok, err := shm.TryLockFile(lock)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		if ok {
+			return becomePrimary(cfg, f, lock)
+		}
+		reply, err := send(ctx, cfg, f, lock, msg)
+		switch {
+		case err == nil:
+			code, data, err := handoff.DecodeReply(reply)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
+			}
+			return &Instance{reply: Reply{Code: int(code), Data: data}}, nil
+		case errors.Is(err, errBecamePrimary):
+			return becomePrimary(cfg, f, lock)
+		case errors.Is(err, handoff.ErrIncompatible):
+			return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
+		case errors.Is(err, handoff.ErrTooLarge):
+			return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
+		case errors.Is(err, handoff.ErrTimeout), ctx.Err() != nil:
+			return nil, timeoutError(ctx, err)
+		case errors.Is(err, handoff.ErrNotReady), errors.Is(err, handoff.ErrLost), errors.Is(err, handoff.ErrMalformed):
+			// The primary is starting, stopping or was replaced: look again.
+			lastErr = err
+		default:
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, timeoutError(ctx, lastErr)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 20*time.Millisecond)
+	}
+}
+
+func timeoutError(ctx context.Context, last error) error {
+	why := "the primary did not answer"
+	if last != nil && !errors.Is(last, handoff.ErrTimeout) {
+		why = last.Error()
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrTimeout, why, err)
+	}
+	return fmt.Errorf("%w: %s", ErrTimeout, why)
+}
+
+// send forwards msg once through the region and returns the encoded reply.
+func send(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte) (reply []byte, err error) {
+	rf, err := f.openRegion(false, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := rf.Stat()
+	if err != nil {
+		rf.Close()
+		return nil, err
+	}
+	if st.Size() < handoff.HeaderSize || st.Size() > 1<<30 {
+		rf.Close()
+		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), st.Size())
+	}
+	reg, err := shm.MapFile(rf, int(st.Size()), true)
+	rf.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer reg.Close()
+	// A region truncated under us faults on access; report it as a lost
+	// message instead of crashing.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			reply, err = nil, fmt.Errorf("%w: fault reading the region: %v", handoff.ErrLost, r)
+		}
+	}()
+	view, err := handoff.Attach(reg.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	kind := view.BellKind()
+	primaryBell, err := f.doorbell(view.BellWord(), kind, -1, false)
+	if err != nil {
+		return nil, err
+	}
+	defer primaryBell.Close()
+	var slotBell shm.Doorbell
+	defer func() {
+		if slotBell != nil {
+			slotBell.Close()
+		}
+	}()
+	deadline, _ := ctx.Deadline()
+	s := &handoff.Sender{
+		Region:  view,
+		Primary: primaryBell,
+		Slot: func(i int) (handoff.Bell, error) {
+			b, err := f.doorbell(view.SlotWord(i), kind, i, true)
+			slotBell = b
+			return b, err
+		},
+		Alive: processAlive,
+		Check: func() error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			ok, err := shm.TryLockFile(lock)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+			}
+			if ok {
+				return errBecamePrimary
+			}
+			return nil
+		},
+		PID:      os.Getpid(),
+		MaxReply: cfg.maxMessage,
+	}
+	return s.Send(msg, deadline)
+}
+
+func becomePrimary(cfg *config, f *files, lock *os.File) (*Instance, error) {
+	inst := &Instance{
+		primary:  true,
+		cfg:      cfg,
+		files:    f,
+		lock:     lock,
+		recvDone: make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+		closed:   make(chan struct{}),
+	}
+	size := cfg.layout.Size()
+	rf, err := f.openRegion(true, size)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := shm.MapFile(rf, size, true)
+	if err != nil {
+		rf.Close()
+		return nil, err
+	}
+	inst.regFile, inst.region = rf, reg
+	if err := inst.initRegion(); err != nil {
+		inst.closeRegion()
+		return nil, err
+	}
+	bell, err := f.doorbell(inst.view.BellWord(), cfg.bell, -1, true)
+	if err != nil {
+		inst.closeRegion()
+		return nil, err
+	}
+	inst.bell = bell
+	go inst.receive()
+	return inst, nil
+}
+
+var started = time.Now()
+
+// initRegion lays out a fresh region with a generation later than the one
+// found, then wakes the senders of the old generation so that they retry.
+func (inst *Instance) initRegion() error {
+	b := inst.region.Bytes()
+	gen, ok := handoff.PreviousGeneration(b)
+	if ok {
+		gen++
+	} else {
+		gen = uint64(time.Now().UnixNano())
+	}
+	view, err := handoff.Init(b, inst.cfg.layout, handoff.Owner{PID: os.Getpid(), Start: started.UnixNano()}, gen, inst.cfg.bell)
+	if err != nil {
+		return err
+	}
+	inst.view = view
+	inst.rc = handoff.NewReceiver(view, inst.cfg.maxMessage, inst.wakeSlot, processAlive)
+	inst.slotBells = make([]shm.Doorbell, inst.cfg.layout.Slots)
+	for i := range inst.slotBells {
+		inst.wakeSlot(i)
+	}
+	return nil
+}
+
+// wakeSlot rings the sender waiting on slot i. Called with mu held.
+func (inst *Instance) wakeSlot(i int) {
+	b := inst.slotBells[i]
+	if b == nil {
+		var err error
+		if b, err = inst.files.doorbell(inst.view.SlotWord(i), inst.cfg.bell, i, false); err != nil {
+			return // the sender re-reads its slot at least every handoff.CheckEvery
+		}
+		inst.slotBells[i] = b
+	}
+	b.Ring()
+}
+
+// receive is the primary's loop: it sleeps on the doorbell and, when it
+// rings, moves every slot along and queues the messages completed.
+func (inst *Instance) receive() {
+	defer close(inst.recvDone)
+	word := inst.view.BellWord()
+	for {
+		seen := atomic.LoadUint32(word)
+		if !inst.poll() {
+			return
+		}
+		if err := inst.bell.Wait(seen, -1); err != nil {
+			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
+		}
+	}
+}
+
+// poll runs one round of the receiver; false once the instance is closing.
+func (inst *Instance) poll() (open bool) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.closing {
+		return false
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			inst.repair()
+		}
+	}()
+	if !inst.view.HeaderIntact() {
+		inst.repair()
+	}
+	done, _ := inst.rc.Poll()
+	for _, in := range done {
+		p := &pending{in: in, rc: inst.rc}
+		m, err := handoff.DecodeMessage(in.Data)
+		if err != nil {
+			inst.rc.Reply(in, handoff.EncodeReply(2, []byte(err.Error())))
+			continue
+		}
+		p.msg = newMessage(m)
+		inst.queue = append(inst.queue, p)
+	}
+	if len(done) > 0 {
+		select {
+		case inst.notify <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// repair restores a region that another process damaged (changed its
+// header, or truncated the file) with a new generation. Messages in flight
+// are lost to their senders, which retry. Called with mu held.
+func (inst *Instance) repair() {
+	inst.faults++
+	size := inst.cfg.layout.Size()
+	if st, err := inst.regFile.Stat(); err == nil && st.Size() != int64(size) {
+		inst.regFile.Truncate(int64(size))
+	}
+	inst.initRegion()
+}
+
+func newMessage(m *handoff.Message) *Message {
+	msg := &Message{Args: m.Args, Dir: m.Dir, PID: m.PID, Time: time.Unix(0, m.Time), Data: m.Data}
+	if msg.Args == nil {
+		msg.Args = []string{}
+	}
+	msg.Env = make(map[string]string, len(m.Env))
+	for _, e := range m.Env {
+		msg.Env[e.Name] = e.Value
+	}
+	return msg
+}
+
+func (c *config) encodeMessage() ([]byte, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		dir = ""
+	}
+	m := handoff.Message{Args: c.args, Dir: dir, PID: os.Getpid(), Time: time.Now().UnixNano(), Data: c.data}
+	names := append(slices.Clone(activationEnv), c.env...)
+	slices.Sort(names)
+	for _, name := range slices.Compact(names) {
+		if v, ok := os.LookupEnv(name); ok {
+			m.Env = append(m.Env, handoff.EnvVar{Name: name, Value: v})
+		}
+	}
+	if n := m.EncodedSize(); n > c.maxMessage {
+		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, n, c.maxMessage)
+	}
+	return m.Encode(make([]byte, 0, m.EncodedSize()))
+}
+
+// IsPrimary reports whether this process is the primary.
+func (inst *Instance) IsPrimary() bool { return inst.primary }
+
+// Reply is the primary's answer to a secondary's message. It is the zero
+// Reply for the primary.
+func (inst *Instance) Reply() Reply { return inst.reply }
+
+// Serve calls h for each message forwarded to the primary, in the order
+// they arrived, and sends each sender h's reply. Messages that arrived
+// before Serve was called are queued, not dropped. It returns ctx's error
+// when ctx is done, or ErrClosed after Release. One Serve handles one
+// message at a time; call it from several goroutines to handle messages
+// concurrently.
+func (inst *Instance) Serve(ctx context.Context, h Handler) error {
+	if !inst.primary {
+		return fmt.Errorf("%w: Serve on a secondary", ErrClosed)
+	}
+	for {
+		inst.mu.Lock()
+		if inst.closing {
+			inst.mu.Unlock()
+			return ErrClosed
+		}
+		var p *pending
+		if len(inst.queue) > 0 {
+			p = inst.queue[0]
+			inst.queue[0] = nil
+			inst.queue = inst.queue[1:]
+		}
+		inst.mu.Unlock()
+		if p != nil {
+			inst.answer(p, h(p.msg))
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-inst.closed:
+			return ErrClosed
+		case <-inst.notify:
+		}
+	}
+}
+
+func (inst *Instance) answer(p *pending, r Reply) {
+	data := handoff.EncodeReply(int32(r.Code), r.Data)
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.closing || p.rc != inst.rc {
+		return // the region was closed or re-initialised: the sender retries
+	}
+	p.rc.Reply(p.in, data)
+}
+
+// Release gives up being the primary: messages not yet answered are left to
+// their senders, which retry with the next primary. The lock file stays
+// (removing it would let two primaries run); the shared region stays for
+// the next primary to re-initialise. Release is a no-op for a secondary and
+// when called again.
+func (inst *Instance) Release() error {
+	if !inst.primary {
+		return nil
+	}
+	inst.mu.Lock()
+	if inst.closing {
+		inst.mu.Unlock()
+		return nil
+	}
+	inst.closing = true
+	inst.mu.Unlock()
+	close(inst.closed)
+	atomic.AddUint32(inst.view.BellWord(), 1)
+	inst.bell.Ring()
+	<-inst.recvDone
+
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	inst.view.Close()
+	for i := range inst.slotBells {
+		inst.wakeSlot(i)
+	}
+	inst.queue = nil
+	err := inst.closeRegion()
+	return errors.Join(err, shm.UnlockFile(inst.lock), inst.lock.Close())
+}
+
+// closeRegion closes the bells and unmaps the region.
+func (inst *Instance) closeRegion() error {
+	var errs []error
+	for _, b := range inst.slotBells {
+		if b != nil {
+			errs = append(errs, b.Close())
+		}
+	}
+	if inst.bell != nil {
+		errs = append(errs, inst.bell.Close())
+	}
+	if inst.region != nil {
+		errs = append(errs, inst.region.Close())
+	}
+	if inst.regFile != nil {
+		errs = append(errs, inst.regFile.Close())
+	}
+	return errors.Join(errs...)
+}

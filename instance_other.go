@@ -1,0 +1,30 @@
+//go:build !unix
+
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/go-instance/instance/shm"
+)
+
+// Windows has its own backend to come; until then Acquire reports
+// errors.ErrUnsupported on systems other than Unix.
+
+var defaultBell uint32
+
+type files struct{}
+
+func openFiles(*config, string) (*files, error) {
+	return nil, fmt.Errorf("instance: %s is not supported yet: %w", runtime.GOOS, errors.ErrUnsupported)
+}
+
+func (*files) openLock() (*os.File, error)            { return nil, errors.ErrUnsupported }
+func (*files) openRegion(bool, int) (*os.File, error) { return nil, errors.ErrUnsupported }
+func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
+	return nil, errors.ErrUnsupported
+}
+func processAlive(int) bool { return false }

@@ -1,0 +1,270 @@
+//go:build unix
+
+package instance
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/go-instance/instance/handoff"
+	"github.com/go-instance/instance/shm"
+	"golang.org/x/sys/unix"
+)
+
+// The futex doorbell where the kernel has one; a FIFO elsewhere.
+var defaultBell = func() uint32 {
+	if runtime.GOOS == "linux" {
+		return bellFutex
+	}
+	return bellFIFO
+}()
+
+// files names an instance's objects: <dir>/<base>.lock, .shm, and for the
+// FIFO doorbell .bell and .sNN (one per slot, made when first used).
+type files struct {
+	prefix string      // <dir>/<base>
+	perm   fs.FileMode // of the files created
+	shared bool        // machine scope: files of other users are expected
+}
+
+func openFiles(c *config, appID string) (*files, error) {
+	f := &files{perm: 0o600}
+	var dir, session string
+	var err error
+	switch {
+	case c.dir != "":
+		dir = c.dir
+		st, err := os.Stat(dir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("%w: %s is not a directory", ErrLockUnavailable, dir)
+		}
+	case c.scope == ScopeMachine:
+		// /tmp, not os.TempDir: on macOS $TMPDIR is per user.
+		dir, f.perm, f.shared = "/tmp", 0o666, true
+	default:
+		if dir, err = userDir(); err != nil {
+			return nil, err
+		}
+		if c.scope == ScopeSession {
+			session = sessionName()
+		}
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{appID, c.key, c.scope.String(), session}, "\x00")))
+	base := appID
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	f.prefix = filepath.Join(dir, "go-instance-"+base+"-"+hex.EncodeToString(sum[:8]))
+	return f, nil
+}
+
+// sessionName identifies the graphical session: its display.
+func sessionName() string {
+	if d := os.Getenv("WAYLAND_DISPLAY"); d != "" {
+		return "wayland:" + d
+	}
+	if d := os.Getenv("DISPLAY"); d != "" {
+		// host:display.screen — every screen is the same session.
+		if i := strings.LastIndexByte(d, ':'); i >= 0 {
+			if j := strings.IndexByte(d[i:], '.'); j >= 0 {
+				d = d[:i+j]
+			}
+		}
+		return "x11:" + d
+	}
+	return ""
+}
+
+// userDir is the per-user directory: inside the sandbox's runtime directory
+// for Flatpak, else $XDG_RUNTIME_DIR/go-instance when $XDG_RUNTIME_DIR is
+// usable, else <tempdir>/go-instance-<uid>; each created 0700 if missing and
+// verified.
+func userDir() (string, error) {
+	uid := os.Geteuid()
+	rt := os.Getenv("XDG_RUNTIME_DIR")
+	if os.Getenv("SNAP_INSTANCE_NAME") != "" && filepath.IsAbs(rt) {
+		os.Mkdir(rt, 0o700) // a snap's own runtime directory is the app's to make
+	}
+	if rt != "" && filepath.IsAbs(rt) && checkDir(rt, uid) == nil {
+		if id := os.Getenv("FLATPAK_ID"); id != "" && !strings.ContainsAny(id, "/\x00") {
+			if app := filepath.Join(rt, "app", id); checkDir(app, uid) == nil {
+				rt = app
+			}
+		}
+		return makeDir(filepath.Join(rt, "go-instance"), uid)
+	}
+	return makeDir(filepath.Join(os.TempDir(), fmt.Sprintf("go-instance-%d", uid)), uid)
+}
+
+func makeDir(dir string, uid int) (string, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	if err := checkDir(dir, uid); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	return dir, nil
+}
+
+// checkDir accepts a real directory (not a symbolic link) owned by uid and
+// closed to group and others.
+func checkDir(dir string, uid int) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return &fs.PathError{Op: "lstat", Path: dir, Err: err}
+	}
+	var why string
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		why = "is a symbolic link"
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		why = "is not a directory"
+	case int(st.Uid) != uid:
+		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, uid)
+	case st.Mode&0o077 != 0:
+		why = fmt.Sprintf("has mode %#o, want no group or other access", st.Mode&0o777)
+	default:
+		return nil
+	}
+	return fmt.Errorf("unsafe per-user directory %s: it %s", dir, why)
+}
+
+func (f *files) openLock() (*os.File, error) {
+	lock, err := f.open(f.prefix+".lock", true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	return lock, nil
+}
+
+// openRegion opens the region file. The primary (create) makes it if
+// missing and sets its size; a secondary that finds none reports the
+// region not ready.
+func (f *files) openRegion(create bool, size int) (*os.File, error) {
+	path := f.prefix + ".shm"
+	rf, err := f.open(path, create)
+	if err != nil {
+		if !create && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	if create {
+		if st, err := rf.Stat(); err != nil || st.Size() != int64(size) {
+			if err := rf.Truncate(int64(size)); err != nil {
+				rf.Close()
+				return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+			}
+		}
+	}
+	return rf, nil
+}
+
+// open opens path read-write without following a symbolic link, creating
+// it (with O_EXCL, so that a file planted by another user is never taken
+// for ours) if create is set, and checks that it is a regular file of this
+// user, closed to others. A file of ours with loose permissions is
+// tightened; anything else is refused.
+func (f *files) open(path string, create bool) (*os.File, error) {
+	const flags = unix.O_RDWR | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	var fd int
+	var err error
+	for range 100 {
+		fd, err = retryEINTR(func() (int, error) { return unix.Open(path, flags, 0) })
+		if err != unix.ENOENT || !create {
+			break
+		}
+		fd, err = retryEINTR(func() (int, error) { return unix.Open(path, flags|unix.O_CREAT|unix.O_EXCL, uint32(f.perm)) })
+		if err == nil {
+			if f.shared {
+				unix.Fchmod(fd, uint32(f.perm)) // past the umask: every user opens it
+			}
+			break
+		}
+		if err != unix.EEXIST {
+			break
+		}
+	}
+	if err == unix.ELOOP || err == unix.EMLINK { // EMLINK: FreeBSD's O_NOFOLLOW
+		return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("is a symbolic link")}
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	file := os.NewFile(uintptr(fd), path)
+	if err := f.check(file); err != nil {
+		file.Close()
+		return nil, err
+	}
+	return file, nil
+}
+
+func (f *files) check(file *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+		return &fs.PathError{Op: "fstat", Path: file.Name(), Err: err}
+	}
+	var why string
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		why = "is not a regular file"
+	case f.shared:
+		return nil
+	case int(st.Uid) != os.Geteuid():
+		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, os.Geteuid())
+	case st.Mode&0o077 != 0:
+		if err := unix.Fchmod(int(file.Fd()), uint32(f.perm)); err != nil {
+			return &fs.PathError{Op: "chmod", Path: file.Name(), Err: err}
+		}
+		return nil
+	default:
+		return nil
+	}
+	return &fs.PathError{Op: "open", Path: file.Name(), Err: errors.New(why)}
+}
+
+func retryEINTR(fn func() (int, error)) (int, error) {
+	for {
+		n, err := fn()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+// doorbell returns the bell of word: the primary's (slot < 0) or a slot's.
+// wait: the caller will wait on it, rather than ring it.
+func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Doorbell, error) {
+	switch kind {
+	case bellFutex:
+		b, err := shm.NewFutexBell(word)
+		if errors.Is(err, errors.ErrUnsupported) {
+			return nil, fmt.Errorf("%w: the primary waits on a futex, which %s lacks", ErrIncompatible, runtime.GOOS)
+		}
+		return b, err
+	case bellFIFO:
+		path := f.prefix + ".bell"
+		if slot >= 0 {
+			path = fmt.Sprintf("%s.s%02d", f.prefix, slot)
+		}
+		return shm.OpenFIFOBell(word, path, f.perm, wait)
+	}
+	return nil, fmt.Errorf("%w: unknown doorbell kind %d", ErrIncompatible, kind)
+}
+
+// processAlive reports whether pid still runs (EPERM: it does, as another
+// user).
+func processAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || err == unix.EPERM
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package shm
+
+import "errors"
+
+func newFutexBell(*uint32) (Doorbell, error) { return nil, errors.ErrUnsupported }

@@ -1,0 +1,89 @@
+// Package shm provides the operating-system primitives of shared memory
+// that package instance builds on: mapped regions, kernel-released file
+// locks, and doorbells (a wake-up tied to a 32-bit word of a region).
+//
+// # Linux
+//
+// Regions are files mapped MAP_SHARED, locks are flock(2), and the doorbell
+// is a futex on the word itself (not process-private, so it works across
+// processes that map the same file).
+//
+// # macOS, FreeBSD and other Unix systems
+//
+// Regions and locks as on Linux; the doorbell is a FIFO beside the region
+// ([OpenFIFOBell]), which Linux can use too.
+//
+// # Windows
+//
+// Not yet supported: the functions return [errors.ErrUnsupported].
+package shm
+
+import (
+	"io/fs"
+	"os"
+	"time"
+)
+
+// Region is a shared mapping of a file.
+type Region struct {
+	data []byte
+}
+
+// MapFile maps the first size bytes of f, shared with every other process
+// that maps the same file. The file must be at least size bytes long. The
+// mapping stays valid after f is closed; Close unmaps it.
+func MapFile(f *os.File, size int, writable bool) (*Region, error) {
+	return mapFile(f, size, writable)
+}
+
+// Bytes returns the mapped memory. It must not be used after Close.
+func (r *Region) Bytes() []byte { return r.data }
+
+// Size is the length of the mapping.
+func (r *Region) Size() int { return len(r.data) }
+
+// Flush writes changes of a file-backed mapping through to the file.
+func (r *Region) Flush() error { return r.flush() }
+
+// Close unmaps the region. Further use of Bytes faults.
+func (r *Region) Close() error {
+	if r.data == nil {
+		return nil
+	}
+	err := r.unmap()
+	r.data = nil
+	return err
+}
+
+// TryLockFile takes an exclusive lock on the open file f without waiting.
+// It reports false if another open file holds the lock. The kernel drops
+// the lock when f is closed or its process exits, however it exits.
+func TryLockFile(f *os.File) (bool, error) { return tryLockFile(f) }
+
+// UnlockFile releases a lock taken by TryLockFile.
+func UnlockFile(f *os.File) error { return unlockFile(f) }
+
+// Doorbell wakes the waiters on one 32-bit word of a region.
+type Doorbell interface {
+	// Wait returns when the word may no longer equal old, when the bell
+	// rings, or once timeout has passed (a negative timeout waits
+	// without limit). It may return early; callers re-read the word.
+	Wait(old uint32, timeout time.Duration) error
+	// Ring wakes the waiters, if any.
+	Ring() error
+	// Close releases what the bell holds open.
+	Close() error
+}
+
+// NewFutexBell returns a doorbell that waits on the word itself (Linux
+// futex). The word must lie in a shared mapping.
+func NewFutexBell(word *uint32) (Doorbell, error) { return newFutexBell(word) }
+
+// OpenFIFOBell returns a doorbell for word made of the FIFO at path. With
+// wait set, the caller is the waiter: the FIFO is created with perm if
+// missing and its read end held open. Otherwise the bell only rings, which
+// does nothing while nobody waits. A path that is not a FIFO, or (for a perm
+// without group or other bits) not owned by the caller, is refused.
+func OpenFIFOBell(word *uint32, path string, perm fs.FileMode, wait bool) (Doorbell, error) {
+	return openFIFOBell(word, path, perm, wait)
+}
