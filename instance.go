@@ -165,10 +165,11 @@ func timeoutError(ctx context.Context, last error) error {
 	if last != nil && !errors.Is(last, handoff.ErrTimeout) {
 		why = last.Error()
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrTimeout, why, err)
+	cause := ctx.Err()
+	if cause == nil {
+		cause = context.DeadlineExceeded // the deadline passed a moment before ctx noticed
 	}
-	return fmt.Errorf("%w: %s", ErrTimeout, why)
+	return fmt.Errorf("%w: %s: %w", ErrTimeout, why, cause)
 }
 
 // send forwards msg once through the region and returns the encoded reply.
@@ -216,10 +217,14 @@ func send(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte)
 			slotBell.Close()
 		}
 	}()
+	var ring handoff.Bell = primaryBell
+	if testHookChunkSent != nil {
+		ring = &hookBell{Bell: primaryBell, hook: testHookChunkSent}
+	}
 	deadline, _ := ctx.Deadline()
 	s := &handoff.Sender{
 		Region:  view,
-		Primary: primaryBell,
+		Primary: ring,
 		Slot: func(i int) (handoff.Bell, error) {
 			b, err := f.doorbell(view.SlotWord(i), kind, i, true)
 			slotBell = b
@@ -243,6 +248,23 @@ func send(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte)
 		MaxReply: cfg.maxMessage,
 	}
 	return s.Send(msg, deadline)
+}
+
+// testHookChunkSent, set by tests, runs each time a secondary has rung the
+// primary, with the count so far: a test stops a sender mid-message with it.
+var testHookChunkSent func(n int)
+
+type hookBell struct {
+	handoff.Bell
+	n    int
+	hook func(int)
+}
+
+func (b *hookBell) Ring() error {
+	err := b.Bell.Ring()
+	b.n++
+	b.hook(b.n)
+	return err
 }
 
 func becomePrimary(cfg *config, f *files, lock *os.File) (*Instance, error) {

@@ -127,7 +127,8 @@ func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline tim
 		if err != nil {
 			return nil, err
 		}
-		if _, st := split(w); st != want {
+		// The primary may have answered already: rep follows waiting.
+		if _, st := split(w); st != want && !(want == stWaiting && st == stRep) {
 			return nil, ErrLost
 		}
 		from = stReqAck
@@ -170,9 +171,9 @@ func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline tim
 			if len(reply) != total {
 				return nil, fmt.Errorf("%w: reply ended at %d of %d bytes", ErrMalformed, len(reply), total)
 			}
-			if !atomic.CompareAndSwapUint32(word, w, mkword(seq, stFree)) {
-				return nil, ErrLost
-			}
+			// The reply is whole and its checksum held: it stands even if
+			// the slot was reclaimed meanwhile (delivered, so not ErrLost).
+			atomic.CompareAndSwapUint32(word, w, mkword(seq, stFree))
 			return reply, nil
 		}
 		if !atomic.CompareAndSwapUint32(word, w, mkword(seq, stRepAck)) {
@@ -241,7 +242,7 @@ func (s *Sender) claim(deadline time.Time) (int, uint32, error) {
 				seq, st := split(w)
 				switch {
 				case st == stFree:
-				case pass == 1 && st != stReplying:
+				case pass == 1 && sendersTurn(st):
 					// Second pass: reclaim a slot whose claimant is gone.
 					pid := int(atomic.LoadUint32(r.slotU32(i, offPID)))
 					if pid == 0 || s.Alive(pid) {
@@ -291,6 +292,13 @@ func (s *Sender) abandon(i int, seq uint32) {
 			return
 		}
 	}
+}
+
+// sendersTurn reports whether a slot in state st waits on its sender. Only
+// such slots are reclaimed from a claimant that seems dead: every other
+// state moves on by the primary's hand and then waits on the sender.
+func sendersTurn(st uint32) bool {
+	return st == stWriting || st == stReqAck || st == stRep
 }
 
 // Incoming is a message the primary has received whole; it is answered with
@@ -361,8 +369,7 @@ func (rc *Receiver) Poll() (done []Incoming, refused int) {
 			if ls.phase == phaseReplying && ls.seq == seq {
 				rc.sendChunk(i, stRepAck)
 			}
-		case stFree:
-		default:
+		case stWriting, stReqAck, stRep:
 			rc.reapIfDead(i, w, now)
 			continue
 		}

@@ -1,0 +1,421 @@
+package instance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// servePrimary makes the test process the primary in dir and records what
+// arrives. Secondaries are child processes.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []*Message
+	seen chan struct{}
+}
+
+func servePrimary(t *testing.T, dir string, bell uint32, opts ...Option) (*Instance, *recorder) {
+	t.Helper()
+	inst, err := Acquire(testAppID, append([]Option{WithDir(dir), withBell(bell), WithArgs(nil), WithMaxMessage(32 << 20)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inst.IsPrimary() {
+		t.Fatal("the test process is not the primary")
+	}
+	rec := &recorder{seen: make(chan struct{}, 1024)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		inst.Serve(ctx, func(m *Message) Reply {
+			rec.mu.Lock()
+			rec.msgs = append(rec.msgs, m)
+			rec.mu.Unlock()
+			rec.seen <- struct{}{}
+			return Reply{Code: 3, Data: replyFor(m.Args)}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		inst.Release()
+	})
+	return inst, rec
+}
+
+func TestStorm(t *testing.T) {
+	rounds, procs := 20, 32
+	if testing.Short() {
+		rounds = 5
+	}
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		for round := range rounds {
+			kids := make([]*child, procs)
+			for i := range kids {
+				args := []string{fmt.Sprintf("round-%d", round), fmt.Sprintf("child-%d", i), "\xff\xfe", ""}
+				kids[i] = startChild(t, childOpts{dir: dir, bell: bell, args: args, barrier: true})
+			}
+			for _, c := range kids {
+				c.stdin.Write([]byte{1})
+			}
+			var primary *child
+			var secondaries []*child
+			for _, c := range kids {
+				switch l := c.next(60 * time.Second); {
+				case l == "PRIMARY":
+					if primary != nil {
+						t.Fatalf("round %d: two primaries: %d and %d", round, primary.cmd.Process.Pid, c.cmd.Process.Pid)
+					}
+					primary = c
+				case strings.HasPrefix(l, "SECONDARY "):
+					checkSecondary(t, c, l)
+					secondaries = append(secondaries, c)
+				default:
+					t.Fatalf("round %d: child %d: %q", round, c.cmd.Process.Pid, l)
+				}
+			}
+			if primary == nil {
+				t.Fatalf("round %d: no primary", round)
+			}
+			got := map[string]int{}
+			for _, l := range primary.stop(30 * time.Second) {
+				args, _ := parseMsg(t, l)
+				got[string(encodeArgs(args))]++
+			}
+			for _, c := range secondaries {
+				key := string(encodeArgs(c.args))
+				if got[key] != 1 {
+					t.Errorf("round %d: %q delivered %d times, want once", round, c.args, got[key])
+				}
+				delete(got, key)
+			}
+			if len(got) != 0 {
+				t.Errorf("round %d: %d messages from nobody", round, len(got))
+			}
+			for _, c := range kids {
+				c.cmd.Wait()
+			}
+		}
+	})
+}
+
+// The primary is killed while idle: the next launch becomes primary at once,
+// with nothing cleaned up by hand.
+func TestPrimaryKilledIdle(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		for i := range 3 {
+			p := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"p", fmt.Sprint(i)}})
+			if l := p.next(20 * time.Second); l != "PRIMARY" {
+				t.Fatalf("launch %d: %q, want PRIMARY", i, l)
+			}
+			s := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"s", fmt.Sprint(i)}})
+			checkSecondary(t, s, s.next(20*time.Second))
+			p.kill()
+		}
+	})
+}
+
+// The primary is killed while messages are in flight: every secondary ends
+// answered, as the new primary, or with a timeout error, never silently,
+// and none outlives its timeout.
+func TestPrimaryKilledInFlight(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		p := startChild(t, childOpts{dir: dir, bell: bell, serve: "hang", args: []string{"first"}})
+		if l := p.next(20 * time.Second); l != "PRIMARY" {
+			t.Fatalf("%q, want PRIMARY", l)
+		}
+		const n = 8
+		kids := make([]*child, n)
+		for i := range kids {
+			kids[i] = startChild(t, childOpts{dir: dir, bell: bell, args: []string{"k", fmt.Sprint(i)}, timeout: 10 * time.Second})
+		}
+		// Kill once the primary holds a message it will never answer.
+		if l := p.next(20 * time.Second); !strings.HasPrefix(l, "MSG ") {
+			t.Fatalf("primary: %q, want MSG", l)
+		}
+		p.kill()
+		var primaries, answered, timeouts int
+		var newPrimary *child
+		for _, c := range kids {
+			switch l := c.next(30 * time.Second); {
+			case l == "PRIMARY":
+				primaries++
+				newPrimary = c
+			case strings.HasPrefix(l, "SECONDARY "):
+				checkSecondary(t, c, l)
+				answered++
+			case strings.HasPrefix(l, "ERROR timeout "):
+				timeouts++
+			default:
+				t.Errorf("child %d: %q", c.cmd.Process.Pid, l)
+			}
+		}
+		if primaries != 1 {
+			t.Errorf("%d new primaries, want 1", primaries)
+		}
+		if newPrimary != nil {
+			newPrimary.stop(20 * time.Second)
+		}
+		t.Logf("after the kill: %d answered, %d became primary, %d timed out", answered, primaries, timeouts)
+	})
+}
+
+// A secondary killed in the middle of a large message does not wedge the
+// primary, and the messages after it arrive whole.
+func TestSecondaryKilledMidWrite(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		_, rec := servePrimary(t, dir, bell)
+		big := []string{strings.Repeat("x", 4<<20)}
+		for i := range 3 {
+			s := startChild(t, childOpts{dir: dir, bell: bell, args: big, viaFile: true, stall: 10 + 40*i})
+			if l := s.next(20 * time.Second); l != "STALLED" {
+				t.Fatalf("%q, want STALLED", l)
+			}
+			s.kill()
+		}
+		for i := range 3 {
+			args := []string{fmt.Sprint(i), strings.Repeat(fmt.Sprint(i), 100<<10)}
+			s := startChild(t, childOpts{dir: dir, bell: bell, args: args, viaFile: true})
+			checkSecondary(t, s, s.next(20*time.Second))
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if len(rec.msgs) != 3 {
+			t.Fatalf("%d messages delivered, want the 3 after the killed senders", len(rec.msgs))
+		}
+		for i, m := range rec.msgs {
+			if len(m.Args) != 2 || m.Args[0] != fmt.Sprint(i) || m.Args[1] != strings.Repeat(fmt.Sprint(i), 100<<10) {
+				t.Errorf("message %d damaged", i)
+			}
+		}
+	})
+}
+
+func TestArguments(t *testing.T) {
+	many := make([]string, 10000)
+	for i := range many {
+		many[i] = fmt.Sprintf("arg-%d", i)
+	}
+	huge := make([]string, 64)
+	for i := range huge {
+		huge[i] = strings.Repeat(string(rune('a'+i%26)), 64<<10)
+	}
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"none", []string{}},
+		{"empty strings", []string{"", "", ""}},
+		{"unicode", []string{"ünïcödé", "日本語.txt", "emoji-😀", "\u200b"}},
+		{"invalid utf8", []string{"\xff", "a\xc0\xafb", "\xed\xa0\x80"}},
+		{"10000 args", many},
+		{"4 MiB", huge},
+	}
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		_, rec := servePrimary(t, dir, bell)
+		work := t.TempDir()
+		wantDir, err := filepath.EvalSymlinks(work)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				s := startChild(t, childOpts{dir: dir, bell: bell, args: tc.args, viaFile: true, workdir: work})
+				checkSecondary(t, s, s.next(30*time.Second))
+				rec.mu.Lock()
+				m := rec.msgs[len(rec.msgs)-1]
+				rec.mu.Unlock()
+				if !slices.Equal(m.Args, tc.args) {
+					t.Errorf("args differ: got %d args, want %d", len(m.Args), len(tc.args))
+				}
+				if m.Dir != wantDir {
+					t.Errorf("dir %q, want %q", m.Dir, wantDir)
+				}
+				if m.PID != s.cmd.Process.Pid {
+					t.Errorf("pid %d, want %d", m.PID, s.cmd.Process.Pid)
+				}
+			})
+		}
+	})
+}
+
+// Messages that arrive before Serve is called are queued in order.
+func TestQueuedBeforeServe(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst, err := Acquire(testAppID, WithDir(dir), withBell(bell))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Release()
+		var kids []*child
+		for i := range 3 {
+			kids = append(kids, startChild(t, childOpts{dir: dir, bell: bell, args: []string{fmt.Sprint(i)}}))
+			waitFor(t, func() bool {
+				inst.mu.Lock()
+				defer inst.mu.Unlock()
+				return len(inst.queue) == i+1
+			})
+		}
+		var order []string
+		ctx, cancel := context.WithCancel(context.Background())
+		go inst.Serve(ctx, func(m *Message) Reply {
+			order = append(order, m.Args[0])
+			if len(order) == 3 {
+				cancel()
+			}
+			return Reply{Code: 3, Data: replyFor(m.Args)}
+		})
+		for _, c := range kids {
+			checkSecondary(t, c, c.next(20*time.Second))
+		}
+		<-ctx.Done()
+		if !slices.Equal(order, []string{"0", "1", "2"}) {
+			t.Errorf("handled in order %q", order)
+		}
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A primary that never answers: the secondary gets ErrTimeout, not a hang.
+func TestTimeoutWithoutReply(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst, err := Acquire(testAppID, WithDir(dir), withBell(bell))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Release()
+		s := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"x"}, timeout: 500 * time.Millisecond})
+		if l := s.next(20 * time.Second); !strings.HasPrefix(l, "ERROR timeout ") {
+			t.Errorf("%q, want a timeout error", l)
+		}
+	})
+}
+
+// Release hands over: the next launch becomes primary.
+func TestReleaseHandover(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst, rec := servePrimary(t, dir, bell)
+		s := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"before"}})
+		checkSecondary(t, s, s.next(20*time.Second))
+		if err := inst.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Release(); err != nil {
+			t.Fatal("second Release:", err)
+		}
+		if err := inst.Serve(context.Background(), nil); !errors.Is(err, ErrClosed) {
+			t.Errorf("Serve after Release: %v, want ErrClosed", err)
+		}
+		p := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"after"}})
+		if l := p.next(20 * time.Second); l != "PRIMARY" {
+			t.Fatalf("%q, want PRIMARY", l)
+		}
+		s = startChild(t, childOpts{dir: dir, bell: bell, args: []string{"to new"}})
+		checkSecondary(t, s, s.next(20*time.Second))
+		if msgs := p.stop(20 * time.Second); len(msgs) != 1 {
+			t.Errorf("new primary got %d messages, want 1", len(msgs))
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if len(rec.msgs) != 1 {
+			for _, m := range rec.msgs {
+				t.Logf("old primary got %q from %d", m.Args, m.PID)
+			}
+			t.Errorf("old primary got %d messages, want 1", len(rec.msgs))
+		}
+	})
+}
+
+func TestTooLarge(t *testing.T) {
+	dir := testDir(t)
+	_, rec := servePrimary(t, dir, defaultBell)
+	_, err := Acquire(testAppID, WithDir(dir), WithArgs([]string{strings.Repeat("x", 2000)}), WithMaxMessage(1000))
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	rec.mu.Lock()
+	if len(rec.msgs) != 0 {
+		t.Error("a message over the limit was delivered")
+	}
+	rec.mu.Unlock()
+	// Streamed up to the limit: many chunks, delivered whole.
+	data := bytes.Repeat([]byte{0, 1, 2, 255}, 4<<20)
+	s, err := Acquire(testAppID, WithDir(dir), WithData(data), WithArgs([]string{"big"}), WithMaxMessage(32<<20))
+	if err != nil || s.IsPrimary() {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.msgs) != 1 || !bytes.Equal(rec.msgs[0].Data, data) {
+		t.Error("16 MiB payload not delivered whole")
+	}
+}
+
+func TestContextCancel(t *testing.T) {
+	dir := testDir(t)
+	inst, err := Acquire(testAppID, WithDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = AcquireContext(ctx, testAppID, WithDir(dir))
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want ErrTimeout wrapping context.DeadlineExceeded", err)
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	dir := testDir(t)
+	for _, id := range []string{"", ".hidden", "-flag", "a/b", "a b", "a\x00b", "ä", strings.Repeat("a", 129), "../etc"} {
+		if _, err := Acquire(id, WithDir(dir)); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("app id %q: %v, want ErrInvalidName", id, err)
+		}
+	}
+	bad := map[string]Option{
+		"key":     WithKey("a/b"),
+		"scope":   WithScope(Scope(9)),
+		"timeout": WithTimeout(-time.Second),
+		"max":     WithMaxMessage(0),
+		"env":     WithEnv("A=B"),
+	}
+	for name, o := range bad {
+		if _, err := Acquire(testAppID, WithDir(dir), o); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%s: %v, want ErrInvalidName", name, err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("invalid input created files: %v", ents)
+	}
+	if _, err := Acquire(testAppID, WithDir(filepath.Join(dir, "missing"))); !errors.Is(err, ErrLockUnavailable) {
+		t.Errorf("missing dir: %v, want ErrLockUnavailable", err)
+	}
+}

@@ -1,0 +1,335 @@
+package instance
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-instance/instance/handoff"
+)
+
+// Cross-process tests re-execute the test binary. A child learns its part
+// from the environment, reports on stdout one line per event, and reads its
+// stdin: one byte to start (when asked to wait for the start), end-of-file
+// to stop serving.
+//
+//	PRIMARY                      it became the primary
+//	MSG <hex args> <hex dir>     (primary) a message arrived
+//	SECONDARY <code> <hex data>  it was a secondary and got this reply
+//	ERROR <kind> <text>          Acquire failed; kind is timeout or other
+const (
+	envRole    = "INSTANCE_TEST_ROLE"
+	envDir     = "INSTANCE_TEST_DIR"
+	envBell    = "INSTANCE_TEST_BELL"
+	envArgs    = "INSTANCE_TEST_ARGS" // file with the encoded arguments
+	envTimeout = "INSTANCE_TEST_TIMEOUT"
+	envServe   = "INSTANCE_TEST_SERVE" // as primary: "reply" (default) or "hang"
+	envStall   = "INSTANCE_TEST_STALL" // as secondary: stop after sending this many chunks
+	envBarrier = "INSTANCE_TEST_BARRIER"
+	testAppID  = "io.github.go-instance.test"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRole) != "" {
+		os.Exit(childMain())
+	}
+	os.Exit(m.Run())
+}
+
+// bells lists the doorbells this OS can run: both on Linux.
+func bells() []uint32 {
+	if runtime.GOOS == "linux" {
+		return []uint32{bellFutex, bellFIFO}
+	}
+	return []uint32{bellFIFO}
+}
+
+func bellName(k uint32) string {
+	if k == bellFutex {
+		return "futex"
+	}
+	return "fifo"
+}
+
+// forEachBell runs f as a subtest per doorbell kind.
+func forEachBell(t *testing.T, f func(t *testing.T, bell uint32)) {
+	for _, b := range bells() {
+		t.Run(bellName(b), func(t *testing.T) { f(t, b) })
+	}
+}
+
+// replyFor is what a test primary answers to args, so that each secondary
+// can tell that it got its own reply.
+func replyFor(args []string) []byte {
+	sum := sha256.Sum256(encodeArgs(args))
+	return []byte("ok:" + hex.EncodeToString(sum[:]))
+}
+
+func encodeArgs(args []string) []byte {
+	m := handoff.Message{Args: args}
+	b, err := m.Encode(nil)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func decodeArgs(b []byte) []string {
+	m, err := handoff.DecodeMessage(b)
+	if err != nil {
+		panic(err)
+	}
+	if m.Args == nil {
+		return []string{}
+	}
+	return m.Args
+}
+
+func childMain() int {
+	stdin := bufio.NewReader(os.Stdin)
+	if os.Getenv(envBarrier) != "" {
+		if _, err := stdin.ReadByte(); err != nil {
+			fmt.Println("ERROR other no start byte:", err)
+			return 0
+		}
+	}
+	args := os.Args[1:]
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	if path := os.Getenv(envArgs); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Println("ERROR other", err)
+			return 0
+		}
+		args = decodeArgs(b)
+	}
+	bell, _ := strconv.Atoi(os.Getenv(envBell))
+	timeout, err := time.ParseDuration(os.Getenv(envTimeout))
+	if err != nil {
+		timeout = 20 * time.Second
+	}
+	if n, err := strconv.Atoi(os.Getenv(envStall)); err == nil {
+		testHookChunkSent = func(chunk int) {
+			if chunk == n {
+				fmt.Println("STALLED")
+				select {}
+			}
+		}
+	}
+	inst, err := Acquire(testAppID, WithDir(os.Getenv(envDir)), WithArgs(args),
+		WithTimeout(timeout), withBell(uint32(bell)), WithMaxMessage(32<<20))
+	if err != nil {
+		kind := "other"
+		if errors.Is(err, ErrTimeout) {
+			kind = "timeout"
+		}
+		fmt.Println("ERROR", kind, strings.ReplaceAll(err.Error(), "\n", " "))
+		return 0
+	}
+	if !inst.IsPrimary() {
+		r := inst.Reply()
+		fmt.Println("SECONDARY", r.Code, hex.EncodeToString(r.Data))
+		return 0
+	}
+	fmt.Println("PRIMARY")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		io.Copy(io.Discard, stdin)
+		cancel()
+	}()
+	var out sync.Mutex
+	inst.Serve(ctx, func(m *Message) Reply {
+		out.Lock()
+		fmt.Println("MSG", hex.EncodeToString(encodeArgs(m.Args)), hex.EncodeToString([]byte(m.Dir)))
+		out.Unlock()
+		if os.Getenv(envServe) == "hang" {
+			<-ctx.Done()
+		}
+		return Reply{Code: 3, Data: replyFor(m.Args)}
+	})
+	if err := inst.Release(); err != nil {
+		fmt.Println("ERROR other release:", err)
+	}
+	return 0
+}
+
+// child is a re-executed test binary.
+type child struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+	args  []string
+}
+
+type childOpts struct {
+	dir     string
+	bell    uint32
+	args    []string
+	viaFile bool // pass args in a file (too large for argv)
+	timeout time.Duration
+	serve   string
+	stall   int
+	barrier bool
+	workdir string
+}
+
+func startChild(t *testing.T, o childOpts) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "--")
+	env := append(os.Environ(),
+		envRole+"=launch",
+		envDir+"="+o.dir,
+		envBell+"="+strconv.Itoa(int(o.bell)),
+		envTimeout+"="+o.timeout.String(),
+		envServe+"="+o.serve,
+	)
+	if o.barrier {
+		env = append(env, envBarrier+"=1")
+	}
+	if o.stall > 0 {
+		env = append(env, envStall+"="+strconv.Itoa(o.stall))
+	}
+	if o.viaFile {
+		f, err := os.CreateTemp(t.TempDir(), "args")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write(encodeArgs(o.args))
+		f.Close()
+		env = append(env, envArgs+"="+f.Name())
+	} else {
+		cmd.Args = append(cmd.Args, o.args...)
+	}
+	if o.timeout == 0 {
+		o.timeout = 20 * time.Second
+		env = append(env, envTimeout+"="+o.timeout.String())
+	}
+	cmd.Env = env
+	cmd.Dir = o.workdir
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 64), args: o.args}
+	go func() {
+		defer close(c.lines)
+		s := bufio.NewScanner(stdout)
+		s.Buffer(nil, 64<<20)
+		for s.Scan() {
+			c.lines <- s.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+	})
+	return c
+}
+
+// next returns the child's next line, or "EOF" when it has exited.
+func (c *child) next(timeout time.Duration) string {
+	c.t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			return "EOF"
+		}
+		return l
+	case <-time.After(timeout):
+		c.t.Fatalf("child %d: no output within %v", c.cmd.Process.Pid, timeout)
+		return ""
+	}
+}
+
+func (c *child) kill() {
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+}
+
+// stop ends a primary's serving and returns the messages it reported.
+func (c *child) stop(timeout time.Duration) (msgs []string) {
+	c.t.Helper()
+	c.stdin.Close()
+	for {
+		l := c.next(timeout)
+		if l == "EOF" {
+			return msgs
+		}
+		if strings.HasPrefix(l, "MSG ") {
+			msgs = append(msgs, l)
+		} else {
+			c.t.Errorf("primary %d: unexpected line %q", c.cmd.Process.Pid, l)
+		}
+	}
+}
+
+// parseMsg splits a MSG line.
+func parseMsg(t *testing.T, l string) (args []string, dir string) {
+	t.Helper()
+	f := strings.Fields(l)
+	if len(f) < 2 || f[0] != "MSG" {
+		t.Fatalf("not a MSG line: %q", l)
+	}
+	a, err := hex.DecodeString(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d []byte
+	if len(f) > 2 {
+		d, _ = hex.DecodeString(f[2])
+	}
+	return decodeArgs(a), string(d)
+}
+
+// checkSecondary checks a SECONDARY line against the child's arguments.
+func checkSecondary(t *testing.T, c *child, l string) {
+	t.Helper()
+	f := strings.Fields(l)
+	if len(f) < 2 || f[0] != "SECONDARY" {
+		t.Errorf("child %d: want SECONDARY, got %q", c.cmd.Process.Pid, l)
+		return
+	}
+	var data []byte
+	if len(f) > 2 {
+		data, _ = hex.DecodeString(f[2])
+	}
+	if f[1] != "3" || string(data) != string(replyFor(c.args)) {
+		t.Errorf("child %d: reply code %s data %q, want 3 %q", c.cmd.Process.Pid, f[1], data, replyFor(c.args))
+	}
+}
+
+func testDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "inst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
