@@ -1,0 +1,64 @@
+// Package instance makes a program single-instance and lets its launches
+// coordinate.
+//
+// A program calls [Acquire] at start. The first launch becomes the primary.
+// Every later launch is a secondary: it writes its arguments, working
+// directory, selected environment and optional payload into a shared memory
+// region, rings the primary's doorbell, waits for the primary's [Reply], and
+// exits with it:
+//
+//	inst, err := instance.Acquire("com.example.Editor")
+//	if err != nil {
+//		log.Fatal(err) // could not decide; err says why
+//	}
+//	if !inst.IsPrimary() {
+//		os.Stdout.Write(inst.Reply().Data)
+//		os.Exit(inst.Reply().Code)
+//	}
+//	defer inst.Release()
+//	go inst.Serve(ctx, func(m *instance.Message) instance.Reply {
+//		openFiles(m.Dir, m.Args)
+//		return instance.Reply{}
+//	})
+//
+// # Guarantees
+//
+// Ownership is decided by a lock that the kernel releases when the primary
+// exits, however it exits: after a crash the next launch becomes the primary
+// at once, with nothing to clean up. Each secondary's message is delivered
+// once and whole, and answered to that secondary alone; messages larger
+// than the region stream through it. Messages that arrive before Serve is
+// called are queued in order. Every wait is bounded by [WithTimeout] and the
+// context of [AcquireContext]. If the primary dies while a secondary waits,
+// the secondary either becomes the primary itself or sends its message to
+// the one that did. The idle primary sleeps in the kernel and uses no CPU.
+//
+// # Scopes
+//
+// By default the primary is per user and graphical session ([ScopeSession]);
+// [ScopeUser] and [ScopeMachine] widen it, [WithDir] names a directory of
+// the application's choosing, and [WithKey] narrows any of these (a
+// profile, a document).
+//
+// # Linux, macOS, FreeBSD and other Unix systems
+//
+// The files live in $XDG_RUNTIME_DIR/go-instance when $XDG_RUNTIME_DIR is
+// usable (in a Flatpak sandbox, the app's own runtime directory), else in
+// <tempdir>/go-instance-<uid>; either is created 0700, and its owner, mode
+// and type are verified before use. Machine scope uses /tmp. Per instance
+// there is a lock file (<name>.lock, never removed), the region
+// (<name>.shm), and for the FIFO doorbell <name>.bell and <name>.sNN. The
+// doorbell is a futex on a word of the region on Linux and a FIFO elsewhere.
+//
+// # Windows
+//
+// Not supported yet: Acquire returns an error wrapping
+// [errors.ErrUnsupported].
+//
+// # Errors
+//
+// Errors wrap one of [ErrInvalidName], [ErrLockUnavailable], [ErrTimeout],
+// [ErrIncompatible], [ErrTooLarge] and [ErrClosed], and carry the operation
+// and path of an OS failure. The package never exits the process, logs or
+// panics.
+package instance

@@ -1,0 +1,219 @@
+//go:build unix
+
+package instance
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func prefixFor(t *testing.T, dir string) string {
+	t.Helper()
+	c, err := newConfig(testAppID, []Option{WithDir(dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(c, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.prefix
+}
+
+// A symbolic link in place of the lock or the region is refused, and the
+// file it points to is left alone.
+func TestSymlinkRefused(t *testing.T) {
+	for _, ext := range []string{".lock", ".shm"} {
+		t.Run(ext, func(t *testing.T) {
+			dir := testDir(t)
+			target := filepath.Join(dir, "target")
+			if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, prefixFor(t, dir)+ext); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Acquire(testAppID, WithDir(dir))
+			if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), "symbolic link") {
+				t.Errorf("got %v, want ErrLockUnavailable naming the symbolic link", err)
+			}
+			if b, _ := os.ReadFile(target); string(b) != "keep" {
+				t.Errorf("the link's target was changed: %q", b)
+			}
+		})
+	}
+}
+
+// A region file of the wrong size or with garbage contents is
+// re-initialised by the next primary, which then serves.
+func TestDamagedRegionReinitialised(t *testing.T) {
+	for name, content := range map[string][]byte{
+		"empty":   {},
+		"short":   []byte("garbage"),
+		"garbage": []byte(strings.Repeat("\xa5garbage", 300000)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := testDir(t)
+			if err := os.WriteFile(prefixFor(t, dir)+".shm", content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, rec := servePrimary(t, dir, defaultBell)
+			s := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"after damage"}})
+			checkSecondary(t, s, s.next(20*time.Second))
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if len(rec.msgs) != 1 {
+				t.Errorf("%d messages, want 1", len(rec.msgs))
+			}
+		})
+	}
+}
+
+// Damage done to the header while the primary runs is repaired when the
+// doorbell next rings, and the next honest message is served.
+func TestHeaderDamagedWhileServing(t *testing.T) {
+	dir := testDir(t)
+	inst, rec := servePrimary(t, dir, defaultBell)
+	f, err := os.OpenFile(prefixFor(t, dir)+".shm", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("\x00\x00\x00\x00\x00\x00\x00\x00\x09"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ringPrimary(t, inst)
+	waitFor(t, func() bool {
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		return inst.faults > 0
+	})
+	s := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"after repair"}})
+	checkSecondary(t, s, s.next(20*time.Second))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.msgs) != 1 {
+		t.Errorf("%d messages, want 1", len(rec.msgs))
+	}
+}
+
+// ringPrimary wakes the primary as a sender would.
+func ringPrimary(t *testing.T, inst *Instance) {
+	t.Helper()
+	inst.mu.Lock()
+	word := inst.view.BellWord()
+	inst.mu.Unlock()
+	b, err := inst.files.doorbell(word, inst.cfg.bell, -1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	atomic.AddUint32(word, 1)
+	if err := b.Ring(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The per-user directory must be a real directory of this user, closed to
+// others: a squatted or loose one is refused with an error that names it.
+func TestUnsafeUserDirectory(t *testing.T) {
+	tmp := testDir(t)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("TMPDIR", tmp)
+	dir := filepath.Join(tmp, "go-instance-"+strconv.Itoa(os.Geteuid()))
+
+	check := func(t *testing.T, want string) {
+		t.Helper()
+		_, err := Acquire(testAppID, WithScope(ScopeUser), WithTimeout(time.Second))
+		if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want ErrLockUnavailable naming %s and %q", err, dir, want)
+		}
+	}
+	t.Run("loose mode", func(t *testing.T) {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(dir)
+		os.Chmod(dir, 0o777)
+		check(t, "mode")
+	})
+	t.Run("symlink", func(t *testing.T) {
+		other := t.TempDir()
+		if err := os.Symlink(other, dir); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(dir)
+		check(t, "symbolic link")
+	})
+	t.Run("other owner", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to give a directory to another user")
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(dir)
+		if err := os.Chown(dir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		check(t, "owned by uid 65534")
+	})
+	t.Run("fresh", func(t *testing.T) {
+		inst, err := Acquire(testAppID, WithScope(ScopeUser))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer inst.Release()
+		var st unix.Stat_t
+		if err := unix.Lstat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o777 != 0o700 || int(st.Uid) != os.Geteuid() {
+			t.Errorf("created with mode %#o owner %d", st.Mode&0o777, st.Uid)
+		}
+	})
+}
+
+// A lock or region file of another user, in a directory the caller
+// chose, is refused.
+func TestForeignFileRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	dir := testDir(t)
+	lock := prefixFor(t, dir) + ".lock"
+	if err := os.WriteFile(lock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(lock, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Acquire(testAppID, WithDir(dir))
+	if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("got %v, want ErrLockUnavailable naming the owner", err)
+	}
+}
+
+func TestSessionName(t *testing.T) {
+	for _, tc := range []struct{ wayland, x11, want string }{
+		{"", "", ""},
+		{"wayland-0", ":0", "wayland:wayland-0"},
+		{"", ":0", "x11::0"},
+		{"", ":0.1", "x11::0"},
+		{"", "host:10.0", "x11:host:10"},
+	} {
+		t.Setenv("WAYLAND_DISPLAY", tc.wayland)
+		t.Setenv("DISPLAY", tc.x11)
+		if got := sessionName(); got != tc.want {
+			t.Errorf("WAYLAND_DISPLAY=%q DISPLAY=%q: %q, want %q", tc.wayland, tc.x11, got, tc.want)
+		}
+	}
+}
