@@ -3,6 +3,7 @@ package instance
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -89,6 +90,9 @@ func TestStorm(t *testing.T) {
 			}
 			got := map[string]int{}
 			for _, l := range primary.stop(30 * time.Second) {
+				if strings.HasPrefix(l, "ENV ") {
+					continue
+				}
 				args, _ := parseMsg(t, l)
 				got[string(encodeArgs(args))]++
 			}
@@ -417,5 +421,62 @@ func TestInvalidInput(t *testing.T) {
 	}
 	if _, err := Acquire(testAppID, WithDir(filepath.Join(dir, "missing"))); !errors.Is(err, ErrLockUnavailable) {
 		t.Errorf("missing dir: %v, want ErrLockUnavailable", err)
+	}
+}
+
+// The activation variables are always forwarded, others on request, and
+// unset ones not at all.
+func TestEnvironmentForwarded(t *testing.T) {
+	dir := testDir(t)
+	p := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"p"}})
+	if l := p.next(20 * time.Second); l != "PRIMARY" {
+		t.Fatalf("%q, want PRIMARY", l)
+	}
+	t.Setenv("XDG_ACTIVATION_TOKEN", "")
+	os.Unsetenv("XDG_ACTIVATION_TOKEN")
+	os.Unsetenv("INSTANCE_TEST_UNSET")
+	t.Setenv("DESKTOP_STARTUP_ID", "startup-1")
+	t.Setenv("INSTANCE_TEST_EXTRA", "x=\xff")
+	s, err := Acquire(testAppID, WithDir(dir), WithEnv("INSTANCE_TEST_EXTRA", "INSTANCE_TEST_UNSET"), WithArgs(nil))
+	if err != nil || s.IsPrimary() {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range p.stop(20 * time.Second) {
+		if strings.HasPrefix(l, "ENV ") {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		"ENV DESKTOP_STARTUP_ID " + hex.EncodeToString([]byte("startup-1")),
+		"ENV INSTANCE_TEST_EXTRA " + hex.EncodeToString([]byte("x=\xff")),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("forwarded %q, want %q", got, want)
+	}
+}
+
+// The lock is not inherited: a child process of the primary that outlives
+// it does not keep the next launch from becoming primary.
+func TestLockNotInherited(t *testing.T) {
+	dir := testDir(t)
+	p := startChild(t, childOpts{dir: dir, bell: defaultBell, spawn: true})
+	if l := p.next(20 * time.Second); l != "PRIMARY" {
+		t.Fatalf("%q, want PRIMARY", l)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(p.next(20*time.Second), "SPAWNED %d", &pid); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if sleeper, err := os.FindProcess(pid); err == nil {
+			sleeper.Kill()
+			sleeper.Wait()
+		}
+	}()
+	p.kill()
+	n := startChild(t, childOpts{dir: dir, bell: defaultBell})
+	if l := n.next(20 * time.Second); l != "PRIMARY" {
+		t.Fatalf("%q, want PRIMARY while the old primary's child still runs", l)
 	}
 }

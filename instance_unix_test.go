@@ -217,3 +217,35 @@ func TestSessionName(t *testing.T) {
 		}
 	}
 }
+
+// $XDG_RUNTIME_DIR is used when it is safe, the Flatpak app's own runtime
+// directory inside a sandbox, and the temp dir when $XDG_RUNTIME_DIR is
+// unsafe.
+func TestUserDirChoice(t *testing.T) {
+	tmp := testDir(t)
+	rt := filepath.Join(tmp, "run")
+	app := filepath.Join(rt, "app", "org.example.App")
+	if err := os.MkdirAll(app, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(rt, "app"), 0o700)
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("XDG_RUNTIME_DIR", rt)
+	t.Setenv("FLATPAK_ID", "")
+	for _, tc := range []struct {
+		flatpak string
+		mode    os.FileMode
+		want    string
+	}{
+		{"", 0o700, filepath.Join(rt, "go-instance")},
+		{"org.example.App", 0o700, filepath.Join(app, "go-instance")},
+		{"", 0o755, filepath.Join(tmp, "go-instance-"+strconv.Itoa(os.Geteuid()))},
+	} {
+		os.Chmod(rt, tc.mode)
+		t.Setenv("FLATPAK_ID", tc.flatpak)
+		got, err := userDir()
+		if err != nil || got != tc.want {
+			t.Errorf("FLATPAK_ID=%q, runtime dir mode %#o: %q, %v; want %q", tc.flatpak, tc.mode, got, err, tc.want)
+		}
+	}
+}

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +31,8 @@ import (
 //	MSG <hex args> <hex dir>     (primary) a message arrived
 //	SECONDARY <code> <hex data>  it was a secondary and got this reply
 //	ERROR <kind> <text>          Acquire failed; kind is timeout or other
+//	ENV <name> <hex value>       (primary) a forwarded variable, after MSG
+//	SPAWNED <pid>                (primary) it started a child process
 const (
 	envRole    = "INSTANCE_TEST_ROLE"
 	envDir     = "INSTANCE_TEST_DIR"
@@ -38,6 +42,7 @@ const (
 	envServe   = "INSTANCE_TEST_SERVE" // as primary: "reply" (default) or "hang"
 	envStall   = "INSTANCE_TEST_STALL" // as secondary: stop after sending this many chunks
 	envBarrier = "INSTANCE_TEST_BARRIER"
+	envSpawn   = "INSTANCE_TEST_SPAWN" // as primary: start a long-lived child process first
 	testAppID  = "io.github.go-instance.test"
 )
 
@@ -149,6 +154,15 @@ func childMain() int {
 		return 0
 	}
 	fmt.Println("PRIMARY")
+	if os.Getenv(envSpawn) != "" {
+		// A child that outlives us must not keep our lock.
+		cmd := exec.Command("sleep", "60")
+		if err := cmd.Start(); err != nil {
+			fmt.Println("ERROR other", err)
+			return 0
+		}
+		fmt.Println("SPAWNED", cmd.Process.Pid)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		io.Copy(io.Discard, stdin)
@@ -158,6 +172,9 @@ func childMain() int {
 	inst.Serve(ctx, func(m *Message) Reply {
 		out.Lock()
 		fmt.Println("MSG", hex.EncodeToString(encodeArgs(m.Args)), hex.EncodeToString([]byte(m.Dir)))
+		for _, name := range slices.Sorted(maps.Keys(m.Env)) {
+			fmt.Println("ENV", name, hex.EncodeToString([]byte(m.Env[name])))
+		}
 		out.Unlock()
 		if os.Getenv(envServe) == "hang" {
 			<-ctx.Done()
@@ -189,6 +206,8 @@ type childOpts struct {
 	stall   int
 	barrier bool
 	workdir string
+	env     []string // added to the child's environment
+	spawn   bool
 }
 
 func startChild(t *testing.T, o childOpts) *child {
@@ -204,6 +223,10 @@ func startChild(t *testing.T, o childOpts) *child {
 	if o.barrier {
 		env = append(env, envBarrier+"=1")
 	}
+	if o.spawn {
+		env = append(env, envSpawn+"=1")
+	}
+	env = append(env, o.env...)
 	if o.stall > 0 {
 		env = append(env, envStall+"="+strconv.Itoa(o.stall))
 	}
@@ -281,7 +304,7 @@ func (c *child) stop(timeout time.Duration) (msgs []string) {
 		if l == "EOF" {
 			return msgs
 		}
-		if strings.HasPrefix(l, "MSG ") {
+		if strings.HasPrefix(l, "MSG ") || strings.HasPrefix(l, "ENV ") {
 			msgs = append(msgs, l)
 		} else {
 			c.t.Errorf("primary %d: unexpected line %q", c.cmd.Process.Pid, l)
