@@ -183,25 +183,41 @@ func send(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte)
 		rf.Close()
 		return nil, err
 	}
-	if st.Size() < handoff.HeaderSize || st.Size() > 1<<30 {
-		rf.Close()
-		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), st.Size())
+	size := st.Size()
+	if size < handoff.HeaderSize {
+		// Too short to hold even a header, yet the lock is held: the file
+		// was truncated under its primary, or the primary is creating it.
+		// Give it back its size (zeros, which the primary reads as damage
+		// and repairs) so that the primary can be woken.
+		size = int64(cfg.layout.Size())
+		if err := rf.Truncate(size); err != nil {
+			rf.Close()
+			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
+		}
 	}
-	reg, err := shm.MapFile(rf, int(st.Size()), true)
+	if size > 1<<30 {
+		rf.Close()
+		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), size)
+	}
+	reg, err := shm.MapFile(rf, int(size), true)
 	rf.Close()
 	if err != nil {
 		return nil, err
 	}
 	defer reg.Close()
-	// A region truncated under us faults on access; report it as a lost
-	// message instead of crashing.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			reply, err = nil, fmt.Errorf("%w: fault reading the region: %v", handoff.ErrLost, r)
-		}
-	}()
-	view, err := handoff.Attach(reg.Bytes())
+	// A region truncated under us faults on access: a lost message, not a
+	// crash.
+	if ferr := catchFault(func() { reply, err = sendMapped(ctx, cfg, f, lock, reg.Bytes(), msg) }); ferr != nil {
+		return nil, fmt.Errorf("%w: %w", handoff.ErrLost, ferr)
+	}
+	return reply, err
+}
+
+func sendMapped(ctx context.Context, cfg *config, f *files, lock *os.File, b []byte, msg []byte) ([]byte, error) {
+	view, err := handoff.Attach(b)
+	if errors.Is(err, handoff.ErrNotReady) {
+		nudge(f, b)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -363,21 +379,21 @@ func (inst *Instance) poll() (open bool) {
 	if inst.closing {
 		return false
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
+	var done []handoff.Incoming
+	if err := catchFault(func() {
+		if !inst.view.HeaderIntact() {
 			inst.repair()
 		}
-	}()
-	if !inst.view.HeaderIntact() {
+		done, _ = inst.rc.Poll()
+	}); err != nil {
 		inst.repair()
+		return true
 	}
-	done, _ := inst.rc.Poll()
 	for _, in := range done {
 		p := &pending{in: in, rc: inst.rc}
 		m, err := handoff.DecodeMessage(in.Data)
 		if err != nil {
-			inst.rc.Reply(in, handoff.EncodeReply(2, []byte(err.Error())))
+			inst.sendReply(in, inst.rc, handoff.EncodeReply(2, []byte(err.Error())))
 			continue
 		}
 		p.msg = newMessage(m)
@@ -483,10 +499,54 @@ func (inst *Instance) answer(p *pending, r Reply) {
 	data := handoff.EncodeReply(int32(r.Code), r.Data)
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	if inst.closing || p.rc != inst.rc {
-		return // the region was closed or re-initialised: the sender retries
+	if !inst.closing {
+		inst.sendReply(p.in, p.rc, data)
 	}
-	p.rc.Reply(p.in, data)
+}
+
+// sendReply sends an encoded reply through rc, if rc is still the current
+// receiver (after a re-initialisation the sender retries). Called with mu
+// held.
+func (inst *Instance) sendReply(in handoff.Incoming, rc *handoff.Receiver, data []byte) {
+	if rc != inst.rc {
+		return
+	}
+	if catchFault(func() { rc.Reply(in, data) }) != nil {
+		inst.repair()
+	}
+}
+
+// catchFault runs f, which touches a mapping, and returns the memory fault
+// it met, if any: another process may truncate the file under us. Other
+// panics go on.
+func catchFault(f func()) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("memory fault: %v", r)
+		}
+	}()
+	f()
+	return nil
+}
+
+// nudge rings both kinds of doorbell of a region whose header does not
+// parse, so that a primary whose region was damaged wakes up and repairs
+// it. Waking a waiter that has nothing to do is harmless.
+func nudge(f *files, b []byte) {
+	word := handoff.BellWordOf(b)
+	if word == nil {
+		return
+	}
+	for _, kind := range []uint32{bellFutex, bellFIFO} {
+		if bell, err := f.doorbell(word, kind, -1, false); err == nil {
+			bell.Ring()
+			bell.Close()
+		}
+	}
 }
 
 // Release gives up being the primary: messages not yet answered are left to
@@ -512,7 +572,7 @@ func (inst *Instance) Release() error {
 
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
-	inst.view.Close()
+	catchFault(inst.view.Close)
 	for i := range inst.slotBells {
 		inst.wakeSlot(i)
 	}

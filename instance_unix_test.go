@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,48 +76,46 @@ func TestDamagedRegionReinitialised(t *testing.T) {
 	}
 }
 
-// Damage done to the header while the primary runs is repaired when the
-// doorbell next rings, and the next honest message is served.
-func TestHeaderDamagedWhileServing(t *testing.T) {
-	dir := testDir(t)
-	inst, rec := servePrimary(t, dir, defaultBell)
-	f, err := os.OpenFile(prefixFor(t, dir)+".shm", os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+// Damage done to the region while the primary runs (a header overwritten,
+// the file truncated) is repaired when a sender next rings, and that
+// sender is served: it rings even a region whose header it cannot read.
+func TestRegionDamagedWhileServing(t *testing.T) {
+	damage := map[string]func(f *os.File) error{
+		"header": func(f *os.File) error {
+			_, err := f.WriteAt([]byte("\x00\x00\x00\x00\x00\x00\x00\x00\x09"), 0)
+			return err
+		},
+		"truncated": func(f *os.File) error { return f.Truncate(0) },
+		"shrunk":    func(f *os.File) error { return f.Truncate(4096) },
 	}
-	defer f.Close()
-	if _, err := f.WriteAt([]byte("\x00\x00\x00\x00\x00\x00\x00\x00\x09"), 0); err != nil {
-		t.Fatal(err)
-	}
-	ringPrimary(t, inst)
-	waitFor(t, func() bool {
-		inst.mu.Lock()
-		defer inst.mu.Unlock()
-		return inst.faults > 0
-	})
-	s := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"after repair"}})
-	checkSecondary(t, s, s.next(20*time.Second))
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.msgs) != 1 {
-		t.Errorf("%d messages, want 1", len(rec.msgs))
-	}
-}
-
-// ringPrimary wakes the primary as a sender would.
-func ringPrimary(t *testing.T, inst *Instance) {
-	t.Helper()
-	inst.mu.Lock()
-	word := inst.view.BellWord()
-	inst.mu.Unlock()
-	b, err := inst.files.doorbell(word, inst.cfg.bell, -1, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	atomic.AddUint32(word, 1)
-	if err := b.Ring(); err != nil {
-		t.Fatal(err)
+	for name, hurt := range damage {
+		t.Run(name, func(t *testing.T) {
+			forEachBell(t, func(t *testing.T, bell uint32) {
+				dir := testDir(t)
+				inst, rec := servePrimary(t, dir, bell)
+				f, err := os.OpenFile(prefixFor(t, dir)+".shm", os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if err := hurt(f); err != nil {
+					t.Fatal(err)
+				}
+				s := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"after damage"}})
+				checkSecondary(t, s, s.next(20*time.Second))
+				inst.mu.Lock()
+				faults := inst.faults
+				inst.mu.Unlock()
+				if faults == 0 {
+					t.Error("the primary saw no damage")
+				}
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				if len(rec.msgs) != 1 {
+					t.Errorf("%d messages, want 1", len(rec.msgs))
+				}
+			})
+		})
 	}
 }
 

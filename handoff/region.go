@@ -257,6 +257,16 @@ func (r *Region) BellKind() uint32 { return atomic.LoadUint32(r.u32(offBellKind)
 // BellWord is the primary's doorbell word: senders increment it and ring.
 func (r *Region) BellWord() *uint32 { return r.u32(offBell) }
 
+// BellWordOf returns the doorbell word of the region in b, whether or not
+// its header is valid, or nil if b is too short or misaligned: a sender
+// rings it to wake a primary whose header was damaged.
+func BellWordOf(b []byte) *uint32 {
+	if len(b) < HeaderSize || aligned(b) != nil {
+		return nil
+	}
+	return (&Region{b: b}).u32(offBell)
+}
+
 // SlotWord is slot i's state word, on which its sender waits.
 func (r *Region) SlotWord(i int) *uint32 { return r.slotU32(i, offWord) }
 
