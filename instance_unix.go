@@ -263,8 +263,12 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 }
 
 // processAlive reports whether pid still runs (EPERM: it does, as another
-// user).
+// user). A PID that cannot name one process is taken as alive: the slot
+// is left alone rather than taken from a live sender.
 func processAlive(pid int) bool {
+	if pid <= 0 {
+		return true
+	}
 	err := unix.Kill(pid, 0)
 	return err == nil || err == unix.EPERM
 }

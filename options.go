@@ -111,7 +111,11 @@ func WithMaxMessage(n int) Option {
 // withBell chooses the doorbell mechanism; tests use it to run the portable
 // path on Linux.
 func withBell(kind uint32) Option {
-	return func(c *config) { c.bell = kind }
+	return func(c *config) {
+		if kind != 0 {
+			c.bell = kind
+		}
+	}
 }
 
 // Always forwarded: the tokens with which a desktop lets the primary take

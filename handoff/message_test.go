@@ -271,6 +271,8 @@ func TestDecodeMessageHugeCounts(t *testing.T) {
 		{"argc 2^32-1", append(wire{}.u32(math.MaxUint32), filler...)},
 		{"argc 2^31", append(wire{}.u32(1<<31), filler...)},
 		{"argc one more than fits", append(wire{}.u32(17), filler...)}, // 64 bytes hold 16 empty args
+		{"argc of a byte per arg", append(wire{}.u32(1<<20), make([]byte, 1<<20)...)},
+		{"envc of a byte per pair", append(wire{}.u32(0).str("").u32(1<<20), make([]byte, 1<<20)...)},
 		{"envc 2^32-1", append(wire{}.u32(0).str("").u32(math.MaxUint32), filler...)},
 		{"envc one more than fits", append(wire{}.u32(0).str("").u32(9), filler...)}, // 8 bytes per pair
 		{"arg length 2^32-1", append(wire{}.u32(1).u32(math.MaxUint32), filler...)},
