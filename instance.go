@@ -53,8 +53,7 @@ type Instance struct {
 	// The primary's state.
 	cfg      *config
 	files    *files
-	lock     *os.File // held for the instance's whole life
-	regFile  *os.File
+	lock     ownerLock // held for the instance's whole life
 	region   *shm.Region
 	bell     shm.Doorbell // the primary's doorbell, which it waits on
 	recvDone chan struct{}
@@ -118,11 +117,18 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 // errBecamePrimary: a secondary found the primary gone and took the lock.
 var errBecamePrimary = errors.New("instance: became primary")
 
-func acquire(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte) (*Instance, error) {
+// ownerLock is the lock that makes a primary; the kernel drops it when its
+// holder exits.
+type ownerLock interface {
+	TryLock() (bool, error)
+	Close() error // releases the lock too
+}
+
+func acquire(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []byte) (*Instance, error) {
 	backoff := time.Millisecond
 	var lastErr error
 	for {
-		ok, err := shm.TryLockFile(lock)
+		ok, err := lock.TryLock()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
@@ -173,34 +179,8 @@ func timeoutError(ctx context.Context, last error) error {
 }
 
 // send forwards msg once through the region and returns the encoded reply.
-func send(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte) (reply []byte, err error) {
-	rf, err := f.openRegion(false, 0)
-	if err != nil {
-		return nil, err
-	}
-	st, err := rf.Stat()
-	if err != nil {
-		rf.Close()
-		return nil, err
-	}
-	size := st.Size()
-	if size < handoff.HeaderSize {
-		// Too short to hold even a header, yet the lock is held: the file
-		// was truncated under its primary, or the primary is creating it.
-		// Give it back its size (zeros, which the primary reads as damage
-		// and repairs) so that the primary can be woken.
-		size = int64(cfg.layout.Size())
-		if err := rf.Truncate(size); err != nil {
-			rf.Close()
-			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
-		}
-	}
-	if size > 1<<30 {
-		rf.Close()
-		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), size)
-	}
-	reg, err := shm.MapFile(rf, int(size), true)
-	rf.Close()
+func send(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, err error) {
+	reg, err := f.openRegion(cfg.layout.Size())
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +193,7 @@ func send(ctx context.Context, cfg *config, f *files, lock *os.File, msg []byte)
 	return reply, err
 }
 
-func sendMapped(ctx context.Context, cfg *config, f *files, lock *os.File, b []byte, msg []byte) ([]byte, error) {
+func sendMapped(ctx context.Context, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
 	view, err := handoff.Attach(b)
 	if errors.Is(err, handoff.ErrNotReady) {
 		nudge(f, b)
@@ -251,7 +231,7 @@ func sendMapped(ctx context.Context, cfg *config, f *files, lock *os.File, b []b
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			ok, err := shm.TryLockFile(lock)
+			ok, err := lock.TryLock()
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 			}
@@ -283,7 +263,7 @@ func (b *hookBell) Ring() error {
 	return err
 }
 
-func becomePrimary(cfg *config, f *files, lock *os.File) (*Instance, error) {
+func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	inst := &Instance{
 		primary:  true,
 		cfg:      cfg,
@@ -294,16 +274,11 @@ func becomePrimary(cfg *config, f *files, lock *os.File) (*Instance, error) {
 		closed:   make(chan struct{}),
 	}
 	size := cfg.layout.Size()
-	rf, err := f.openRegion(true, size)
+	reg, err := f.createRegion(size)
 	if err != nil {
 		return nil, err
 	}
-	reg, err := shm.MapFile(rf, size, true)
-	if err != nil {
-		rf.Close()
-		return nil, err
-	}
-	inst.regFile, inst.region = rf, reg
+	inst.region = reg
 	if err := inst.initRegion(); err != nil {
 		inst.closeRegion()
 		return nil, err
@@ -413,10 +388,7 @@ func (inst *Instance) poll() (open bool) {
 // are lost to their senders, which retry. Called with mu held.
 func (inst *Instance) repair() {
 	inst.faults++
-	size := inst.cfg.layout.Size()
-	if st, err := inst.regFile.Stat(); err == nil && st.Size() != int64(size) {
-		inst.regFile.Truncate(int64(size))
-	}
+	inst.files.restoreRegion(inst.cfg.layout.Size())
 	inst.initRegion()
 }
 
@@ -578,7 +550,7 @@ func (inst *Instance) Release() error {
 	}
 	inst.queue = nil
 	err := inst.closeRegion()
-	return errors.Join(err, shm.UnlockFile(inst.lock), inst.lock.Close())
+	return errors.Join(err, inst.lock.Close())
 }
 
 // closeRegion closes the bells and unmaps the region.
@@ -594,9 +566,6 @@ func (inst *Instance) closeRegion() error {
 	}
 	if inst.region != nil {
 		errs = append(errs, inst.region.Close())
-	}
-	if inst.regFile != nil {
-		errs = append(errs, inst.regFile.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -5,7 +5,6 @@ package instance
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/go-instance/instance/shm"
@@ -22,8 +21,10 @@ func openFiles(*config, string) (*files, error) {
 	return nil, fmt.Errorf("instance: %s is not supported yet: %w", runtime.GOOS, errors.ErrUnsupported)
 }
 
-func (*files) openLock() (*os.File, error)            { return nil, errors.ErrUnsupported }
-func (*files) openRegion(bool, int) (*os.File, error) { return nil, errors.ErrUnsupported }
+func (*files) openLock() (ownerLock, error)          { return nil, errors.ErrUnsupported }
+func (*files) createRegion(int) (*shm.Region, error) { return nil, errors.ErrUnsupported }
+func (*files) openRegion(int) (*shm.Region, error)   { return nil, errors.ErrUnsupported }
+func (*files) restoreRegion(int)                     {}
 func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }

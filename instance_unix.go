@@ -139,35 +139,77 @@ func checkDir(dir string, uid int) error {
 	return fmt.Errorf("unsafe per-user directory %s: it %s", dir, why)
 }
 
-func (f *files) openLock() (*os.File, error) {
+func (f *files) openLock() (ownerLock, error) {
 	lock, err := f.open(f.prefix+".lock", true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
-	return lock, nil
+	return flockLock{lock}, nil
 }
 
-// openRegion opens the region file. The primary (create) makes it if
-// missing and sets its size; a secondary that finds none reports the
-// region not ready.
-func (f *files) openRegion(create bool, size int) (*os.File, error) {
-	path := f.prefix + ".shm"
-	rf, err := f.open(path, create)
+// flockLock is flock(2) on the lock file; closing the file releases it.
+type flockLock struct{ f *os.File }
+
+func (l flockLock) TryLock() (bool, error) { return shm.TryLockFile(l.f) }
+func (l flockLock) Close() error           { return l.f.Close() }
+
+// createRegion opens or creates the region file for a new primary, gives
+// it its size and maps it.
+func (f *files) createRegion(size int) (*shm.Region, error) {
+	rf, err := f.open(f.prefix+".shm", true)
 	if err != nil {
-		if !create && errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
-		}
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
-	if create {
-		if st, err := rf.Stat(); err != nil || st.Size() != int64(size) {
-			if err := rf.Truncate(int64(size)); err != nil {
-				rf.Close()
-				return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
-			}
+	defer rf.Close()
+	if st, err := rf.Stat(); err != nil || st.Size() != int64(size) {
+		if err := rf.Truncate(int64(size)); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	return rf, nil
+	return shm.MapFile(rf, size, true)
+}
+
+// restoreRegion gives the region file back its size after another process
+// truncated or grew it.
+func (f *files) restoreRegion(size int) {
+	if rf, err := f.open(f.prefix+".shm", false); err == nil {
+		if st, err := rf.Stat(); err == nil && st.Size() != int64(size) {
+			rf.Truncate(int64(size))
+		}
+		rf.Close()
+	}
+}
+
+// openRegion maps the region for a secondary. A missing file means the
+// primary has not made it yet.
+func (f *files) openRegion(size int) (*shm.Region, error) {
+	rf, err := f.open(f.prefix+".shm", false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	defer rf.Close()
+	st, err := rf.Stat()
+	if err != nil {
+		return nil, err
+	}
+	n := st.Size()
+	if n < handoff.HeaderSize {
+		// Too short to hold even a header, yet the lock is held: the file
+		// was truncated under its primary, or the primary is creating it.
+		// Give it back its size (zeros, which the primary reads as damage
+		// and repairs) so that the primary can be woken.
+		n = int64(size)
+		if err := rf.Truncate(n); err != nil {
+			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
+		}
+	}
+	if n > 1<<30 {
+		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), n)
+	}
+	return shm.MapFile(rf, int(n), true)
 }
 
 // open opens path read-write without following a symbolic link, creating
