@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"sync/atomic"
@@ -8,19 +9,30 @@ import (
 )
 
 // The mailbox: each slot carries one message from a sender to the primary,
-// then the primary's reply back, in chunks of the slot's data area. A slot's
-// state word holds a 28-bit claim sequence number and a 4-bit state; every
-// transition is a compare-and-swap on the whole word, so a stale party (a
-// sender that gave up, a primary of an older generation) can never move a
-// slot that has since been claimed again.
+// then the primary's reply back, in chunks of the slot's data area.
+//
+// A slot's state is one 64-bit word: the claimant's PID in the high half;
+// a 28-bit claim sequence number and a 4-bit state in the low half, on
+// which the sender sleeps. Every transition is a compare-and-swap of the
+// whole word, so a stale party (a sender that gave up, a primary of an
+// older generation) can never move a slot that has since been claimed
+// again, and the PID always belongs to the claim it is seen with.
 //
 //	free ─claim→ writing ─→ req ⇄ reqAck (more chunks) … req ─last→ waiting
 //	waiting ─→ replying ─→ rep ⇄ repAck (more chunks) … rep ─last→ free
 //
 // The sender owns the data area in writing, reqAck and rep; the primary in
-// req, replying and repAck. A sender that dies leaves its slot claimed: the
-// slot is reclaimed once its claimant's PID is gone (by a sender that finds
-// no free slot, or by the primary when the slot stops moving).
+// req, replying and repAck. A message over the primary's limit goes from
+// req to tooLarge, which the sender frees. A sender that dies leaves its
+// slot claimed: the slot is taken over once it waits on its sender and the
+// claimant's PID is gone (by a sender that finds no free slot, or by the
+// primary when the slot stops moving).
+//
+// Every chunk carries a CRC-32C of the claim's sequence number, the chunk's
+// length, flags and total, and its bytes, computed from the writer's own
+// copy of the bytes. A party that writes into a slot it no longer owns (a
+// sender of an older generation still copying when a new primary took
+// over) therefore cannot make the owner's chunk pass.
 const (
 	stFree uint32 = iota
 	stWriting
@@ -30,6 +42,7 @@ const (
 	stReplying
 	stRep
 	stRepAck
+	stTooLarge
 
 	stateMask uint32 = 0xf
 	seqMask   uint32 = 1<<28 - 1
@@ -40,10 +53,42 @@ const (
 	flagLast
 )
 
-func mkword(seq, st uint32) uint32    { return (seq&seqMask)<<4 | st }
-func split(w uint32) (seq, st uint32) { return w >> 4, w & stateMask }
+func mk(pid, seq, st uint32) uint64 { return uint64(pid)<<32 | uint64((seq&seqMask)<<4|st) }
+
+func parts(v uint64) (pid, seq, st uint32) {
+	lo := uint32(v)
+	return uint32(v >> 32), lo >> 4, lo & stateMask
+}
+
+// claim names one claim of a slot.
+type claim struct {
+	i        int
+	pid, seq uint32
+}
+
+func (c claim) at(st uint32) uint64 { return mk(c.pid, c.seq, st) }
+
+// owns reports whether v is a state of claim c, and which.
+func (c claim) owns(v uint64) (st uint32, ok bool) {
+	pid, seq, st := parts(v)
+	return st, pid == c.pid && seq == c.seq&seqMask && st != stFree
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// chunkCRC checksums a chunk with its metadata and the claim it belongs to;
+// total counts only in a first chunk.
+func chunkCRC(seq, n, flags uint32, total uint64, data []byte) uint32 {
+	if flags&flagFirst == 0 {
+		total = 0
+	}
+	var meta [20]byte
+	binary.LittleEndian.PutUint32(meta[0:], seq&seqMask)
+	binary.LittleEndian.PutUint32(meta[4:], n)
+	binary.LittleEndian.PutUint32(meta[8:], flags)
+	binary.LittleEndian.PutUint64(meta[12:], total)
+	return crc32.Update(crc32.Checksum(meta[:], castagnoli), castagnoli, data)
+}
 
 // CheckEvery is the longest a sender waits between calls to its Check
 // function and re-reads of the region's generation.
@@ -80,29 +125,31 @@ type Sender struct {
 // message was not delivered (its slot was reclaimed or the region
 // re-initialised) and may be sent again.
 func (s *Sender) Send(msg []byte, deadline time.Time) ([]byte, error) {
-	i, seq, err := s.claim(deadline)
+	c, err := s.claim(deadline)
 	if err != nil {
 		return nil, err
 	}
-	bell, err := s.Slot(i)
+	bell, err := s.Slot(c.i)
 	if err != nil {
-		s.abandon(i, seq)
+		s.abandon(c)
 		return nil, err
 	}
-	reply, err := s.exchange(i, seq, bell, msg, deadline)
+	reply, err := s.exchange(c, bell, msg, deadline)
 	if err != nil {
-		s.abandon(i, seq)
+		s.abandon(c)
 	}
 	return reply, err
 }
 
-func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline time.Time) ([]byte, error) {
+func (s *Sender) exchange(c claim, bell Bell, msg []byte, deadline time.Time) ([]byte, error) {
 	r := s.Region
-	word := r.SlotWord(i)
+	i := c.i
+	state := r.slotState(i)
 	data := r.slotData(i)
 	from := stWriting
 	for off := 0; off == 0 || off < len(msg); {
 		n := copy(data, msg[off:])
+		src := msg[off : off+n]
 		flags := uint32(0)
 		if off == 0 {
 			flags |= flagFirst
@@ -115,20 +162,24 @@ func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline tim
 			want = stWaiting
 		}
 		atomic.StoreUint32(r.slotU32(i, offN), uint32(n))
-		atomic.StoreUint32(r.slotU32(i, offCRC), crc32.Checksum(data[:n], castagnoli))
+		atomic.StoreUint32(r.slotU32(i, offCRC), chunkCRC(c.seq, uint32(n), flags, uint64(len(msg)), src))
 		atomic.StoreUint32(r.slotU32(i, offFlags), flags)
-		if !atomic.CompareAndSwapUint32(word, mkword(seq, from), mkword(seq, stReq)) {
+		if !atomic.CompareAndSwapUint64(state, c.at(from), c.at(stReq)) {
 			return nil, ErrLost
 		}
 		if err := s.ring(); err != nil {
 			return nil, err
 		}
-		w, err := s.await(i, seq, bell, stReq, deadline)
+		st, err := s.await(c, bell, stReq, deadline)
 		if err != nil {
 			return nil, err
 		}
 		// The primary may have answered already: rep follows waiting.
-		if _, st := split(w); st != want && !(want == stWaiting && st == stRep) {
+		switch {
+		case st == stTooLarge:
+			atomic.CompareAndSwapUint64(state, c.at(st), mk(0, c.seq, stFree))
+			return nil, fmt.Errorf("%w: the primary refused %d bytes", ErrTooLarge, len(msg))
+		case st != want && !(want == stWaiting && st == stRep):
 			return nil, ErrLost
 		}
 		from = stReqAck
@@ -141,18 +192,19 @@ func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline tim
 	total := -1
 	waitingIn := stWaiting
 	for {
-		w, err := s.await(i, seq, bell, waitingIn, deadline)
+		st, err := s.await(c, bell, waitingIn, deadline)
 		if err != nil {
 			return nil, err
 		}
-		if _, st := split(w); st != stRep {
+		if st != stRep {
 			return nil, ErrLost
 		}
 		n := int(atomic.LoadUint32(r.slotU32(i, offN)))
 		flags := atomic.LoadUint32(r.slotU32(i, offFlags))
 		crc := atomic.LoadUint32(r.slotU32(i, offCRC))
+		var t uint64
 		if flags&flagFirst != 0 {
-			t := atomic.LoadUint64(r.slotU64(i, offTotal))
+			t = atomic.LoadUint64(r.slotU64(i, offTotal))
 			if t > uint64(s.MaxReply) {
 				return nil, fmt.Errorf("%w: reply of %d bytes, limit %d", ErrTooLarge, t, s.MaxReply)
 			}
@@ -163,7 +215,7 @@ func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline tim
 			return nil, fmt.Errorf("%w: reply chunk out of bounds", ErrMalformed)
 		}
 		chunk := append(reply[len(reply):], data[:n]...)
-		if crc32.Checksum(chunk, castagnoli) != crc {
+		if chunkCRC(c.seq, uint32(n), flags, t, chunk) != crc {
 			return nil, fmt.Errorf("%w: reply chunk checksum mismatch", ErrMalformed)
 		}
 		reply = reply[:len(reply)+n]
@@ -172,11 +224,11 @@ func (s *Sender) exchange(i int, seq uint32, bell Bell, msg []byte, deadline tim
 				return nil, fmt.Errorf("%w: reply ended at %d of %d bytes", ErrMalformed, len(reply), total)
 			}
 			// The reply is whole and its checksum held: it stands even if
-			// the slot was reclaimed meanwhile (delivered, so not ErrLost).
-			atomic.CompareAndSwapUint32(word, w, mkword(seq, stFree))
+			// the slot was taken over meanwhile (delivered, so not ErrLost).
+			atomic.CompareAndSwapUint64(state, c.at(stRep), mk(0, c.seq, stFree))
 			return reply, nil
 		}
-		if !atomic.CompareAndSwapUint32(word, w, mkword(seq, stRepAck)) {
+		if !atomic.CompareAndSwapUint64(state, c.at(stRep), c.at(stRepAck)) {
 			return nil, ErrLost
 		}
 		if err := s.ring(); err != nil {
@@ -191,42 +243,42 @@ func (s *Sender) ring() error {
 	return s.Primary.Ring()
 }
 
-// await waits until slot i leaves state st (and the primary's transient
-// replying state) and returns the new word. A word of another claim, or a
-// region no longer current, is ErrLost.
-func (s *Sender) await(i int, seq uint32, bell Bell, st uint32, deadline time.Time) (uint32, error) {
-	word := s.Region.SlotWord(i)
+// await waits until the claimed slot leaves state st (and the primary's
+// transient replying state) and returns the new state. A state of another
+// claim, or a region no longer current, is ErrLost.
+func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint32, error) {
+	state := s.Region.slotState(c.i)
 	lastCheck := time.Now()
 	for {
-		w := atomic.LoadUint32(word)
-		wseq, wst := split(w)
-		if wseq != seq&seqMask || wst == stFree {
-			return w, ErrLost
+		v := atomic.LoadUint64(state)
+		cur, ok := c.owns(v)
+		if !ok {
+			return cur, ErrLost
 		}
-		if wst != st && wst != stReplying {
-			return w, nil
+		if cur != st && cur != stReplying {
+			return cur, nil
 		}
 		now := time.Now()
 		if !now.Before(deadline) {
-			return w, ErrTimeout
+			return cur, ErrTimeout
 		}
 		if now.Sub(lastCheck) >= CheckEvery {
 			lastCheck = now
 			if !s.Region.Current() {
-				return w, ErrLost
+				return cur, ErrLost
 			}
 			if err := s.Check(); err != nil {
-				return w, err
+				return cur, err
 			}
 		}
-		if err := bell.Wait(w, min(deadline.Sub(now), CheckEvery)); err != nil {
-			return w, err
+		if err := bell.Wait(uint32(v), min(deadline.Sub(now), CheckEvery)); err != nil {
+			return cur, err
 		}
 	}
 }
 
 // claim takes a free slot, or one whose claimant has died.
-func (s *Sender) claim(deadline time.Time) (int, uint32, error) {
+func (s *Sender) claim(deadline time.Time) (claim, error) {
 	r := s.Region
 	slots := r.layout.Slots
 	start := s.PID % slots
@@ -238,36 +290,35 @@ func (s *Sender) claim(deadline time.Time) (int, uint32, error) {
 		for pass := range 2 {
 			for k := range slots {
 				i := (start + k) % slots
-				w := atomic.LoadUint32(r.SlotWord(i))
-				seq, st := split(w)
-				switch {
-				case st == stFree:
-				case pass == 1 && sendersTurn(st):
-					// Second pass: reclaim a slot whose claimant is gone.
-					pid := int(atomic.LoadUint32(r.slotU32(i, offPID)))
-					if pid == 0 || s.Alive(pid) {
-						continue
-					}
-				default:
+				state := r.slotState(i)
+				v := atomic.LoadUint64(state)
+				pid, seq, st := parts(v)
+				// Second pass: also take over a slot whose claimant is gone.
+				if st != stFree && (pass == 0 || !sendersTurn(st) || pid == 0 || s.Alive(int(pid))) {
 					continue
 				}
-				seq = (seq + 1) & seqMask
-				if atomic.CompareAndSwapUint32(r.SlotWord(i), w, mkword(seq, stWriting)) {
-					atomic.StoreUint32(r.slotU32(i, offPID), uint32(s.PID))
-					return i, seq, nil
+				c := claim{i: i, pid: uint32(s.PID), seq: (seq + 1) & seqMask}
+				if !atomic.CompareAndSwapUint64(state, v, c.at(stWriting)) {
+					continue
 				}
+				if !r.Current() {
+					// A new primary re-initialised the region under us.
+					s.abandon(c)
+					return claim{}, ErrLost
+				}
+				return c, nil
 			}
 		}
 		// Every slot is busy: more senders than slots. Wait for one to
 		// free up, re-checking the primary as in any other wait.
 		if !time.Now().Before(deadline) {
-			return 0, 0, fmt.Errorf("%w: all %d slots busy", ErrTimeout, slots)
+			return claim{}, fmt.Errorf("%w: all %d slots busy", ErrTimeout, slots)
 		}
 		if !r.Current() {
-			return 0, 0, ErrLost
+			return claim{}, ErrLost
 		}
 		if err := s.Check(); err != nil {
-			return 0, 0, err
+			return claim{}, err
 		}
 		time.Sleep(min(backoff, time.Until(deadline)))
 		backoff = min(2*backoff, 20*time.Millisecond)
@@ -276,19 +327,19 @@ func (s *Sender) claim(deadline time.Time) (int, uint32, error) {
 
 // abandon frees a slot this sender holds, after a failure. A slot the
 // primary is writing into is left until it has finished (a bounded copy).
-func (s *Sender) abandon(i int, seq uint32) {
-	word := s.Region.SlotWord(i)
+func (s *Sender) abandon(c claim) {
+	state := s.Region.slotState(c.i)
 	for tries := 0; tries < 1000; tries++ {
-		w := atomic.LoadUint32(word)
-		wseq, st := split(w)
-		if wseq != seq&seqMask || st == stFree {
+		v := atomic.LoadUint64(state)
+		st, ok := c.owns(v)
+		if !ok {
 			return
 		}
 		if st == stReplying {
 			time.Sleep(100 * time.Microsecond)
 			continue
 		}
-		if atomic.CompareAndSwapUint32(word, w, mkword(seq, stFree)) {
+		if atomic.CompareAndSwapUint64(state, v, mk(0, c.seq, stFree)) {
 			return
 		}
 	}
@@ -298,7 +349,7 @@ func (s *Sender) abandon(i int, seq uint32) {
 // such slots are reclaimed from a claimant that seems dead: every other
 // state moves on by the primary's hand and then waits on the sender.
 func sendersTurn(st uint32) bool {
-	return st == stWriting || st == stReqAck || st == stRep
+	return st == stWriting || st == stReqAck || st == stRep || st == stTooLarge
 }
 
 // Incoming is a message the primary has received whole; it is answered with
@@ -321,10 +372,10 @@ type Receiver struct {
 }
 
 type recvSlot struct {
-	word  uint32    // last word seen
-	since time.Time // when word was first seen
+	seen  uint64    // last state seen
+	since time.Time // when it was first seen
 	phase int
-	seq   uint32
+	claim claim // the claim being served, outside phaseIdle
 	total int
 	buf   []byte // request so far
 	rest  []byte // reply still to send
@@ -351,99 +402,100 @@ func (rc *Receiver) Poll() (done []Incoming, refused int) {
 	now := time.Now()
 	for i := range rc.slots {
 		ls := &rc.slots[i]
-		word := rc.r.SlotWord(i)
-		w := atomic.LoadUint32(word)
-		seq, st := split(w)
-		if ls.phase != phaseIdle && (ls.seq != seq || st == stFree) {
-			ls.reset()
+		state := rc.r.slotState(i)
+		v := atomic.LoadUint64(state)
+		pid, seq, st := parts(v)
+		c := claim{i: i, pid: pid, seq: seq}
+		if ls.phase != phaseIdle {
+			if _, ok := ls.claim.owns(v); !ok {
+				ls.reset()
+			}
 		}
 		switch st {
 		case stReq:
-			in, ok := rc.take(i, w)
+			in, ok := rc.take(c)
 			if !ok {
 				refused++
 			} else if in != nil {
 				done = append(done, *in)
 			}
 		case stRepAck:
-			if ls.phase == phaseReplying && ls.seq == seq {
+			if ls.phase == phaseReplying && ls.claim == c {
 				rc.sendChunk(i, stRepAck)
 			}
-		case stWriting, stReqAck, stRep:
-			rc.reapIfDead(i, w, now)
+		case stWriting, stReqAck, stRep, stTooLarge:
+			rc.reapIfDead(i, v, now)
 			continue
 		}
-		ls.word, ls.since = atomic.LoadUint32(word), now
+		ls.seen, ls.since = atomic.LoadUint64(state), now
 	}
 	return done, refused
 }
 
-// reapIfDead frees a slot that has not moved for staleAfter and whose
-// claimant no longer runs, dropping any partial message.
-func (rc *Receiver) reapIfDead(i int, w uint32, now time.Time) {
+// reapIfDead frees a slot that has waited on its sender for staleAfter and
+// whose claimant no longer runs, dropping any partial message.
+func (rc *Receiver) reapIfDead(i int, v uint64, now time.Time) {
 	ls := &rc.slots[i]
-	if ls.word != w {
-		ls.word, ls.since = w, now
+	if ls.seen != v {
+		ls.seen, ls.since = v, now
 		return
 	}
 	if now.Sub(ls.since) < staleAfter {
 		return
 	}
 	ls.since = now
-	pid := int(atomic.LoadUint32(rc.r.slotU32(i, offPID)))
-	if pid != 0 && !rc.alive(pid) {
-		seq, _ := split(w)
-		if atomic.CompareAndSwapUint32(rc.r.SlotWord(i), w, mkword(seq, stFree)) {
-			ls.reset()
-		}
+	pid, seq, _ := parts(v)
+	if pid != 0 && !rc.alive(int(pid)) && atomic.CompareAndSwapUint64(rc.r.slotState(i), v, mk(0, seq, stFree)) {
+		ls.reset()
 	}
 }
 
-// take copies a request chunk out of slot i. ok is false when the chunk was
-// refused (and the slot freed, so its sender retries).
-func (rc *Receiver) take(i int, w uint32) (in *Incoming, ok bool) {
+// take copies a request chunk out of the slot of claim c. ok is false when
+// the chunk was refused (and the slot freed, or marked too large, so that
+// its sender stops).
+func (rc *Receiver) take(c claim) (in *Incoming, ok bool) {
 	r := rc.r
+	i := c.i
 	ls := &rc.slots[i]
-	seq, _ := split(w)
+	state := r.slotState(i)
 	n := int(atomic.LoadUint32(r.slotU32(i, offN)))
 	flags := atomic.LoadUint32(r.slotU32(i, offFlags))
 	crc := atomic.LoadUint32(r.slotU32(i, offCRC))
 	data := r.slotData(i)
-	refuse := func() (*Incoming, bool) {
+	refuse := func(to uint64) (*Incoming, bool) {
 		ls.reset()
-		if atomic.CompareAndSwapUint32(r.SlotWord(i), w, mkword(seq, stFree)) {
+		if atomic.CompareAndSwapUint64(state, c.at(stReq), to) {
 			rc.wake(i)
 		}
 		return nil, false
 	}
+	var total uint64
 	if flags&flagFirst != 0 {
-		total := atomic.LoadUint64(r.slotU64(i, offTotal))
+		total = atomic.LoadUint64(r.slotU64(i, offTotal))
 		if total > uint64(rc.max) {
-			return refuse()
+			return refuse(c.at(stTooLarge))
 		}
 		ls.reset()
-		ls.phase, ls.seq, ls.total = phaseReceiving, seq, int(total)
+		ls.phase, ls.claim, ls.total = phaseReceiving, c, int(total)
 		ls.buf = make([]byte, 0, min(int(total), 1<<20))
-	} else if ls.phase != phaseReceiving || ls.seq != seq {
-		return refuse()
+	} else if ls.phase != phaseReceiving || ls.claim != c {
+		return refuse(mk(0, c.seq, stFree))
 	}
 	if n > len(data) || len(ls.buf)+n > ls.total {
-		return refuse()
+		return refuse(mk(0, c.seq, stFree))
 	}
 	start := len(ls.buf)
 	ls.buf = append(ls.buf, data[:n]...)
-	if crc32.Checksum(ls.buf[start:], castagnoli) != crc {
-		return refuse()
-	}
 	last := flags&flagLast != 0
-	if last && len(ls.buf) != ls.total || !last && n == 0 {
-		return refuse()
+	if chunkCRC(c.seq, uint32(n), flags, total, ls.buf[start:]) != crc ||
+		last && len(ls.buf) != ls.total || !last && n == 0 {
+		return refuse(mk(0, c.seq, stFree))
 	}
 	next := stReqAck
 	if last {
 		next = stWaiting
 	}
-	if !atomic.CompareAndSwapUint32(r.SlotWord(i), w, mkword(seq, next)) {
+	if !atomic.CompareAndSwapUint64(state, c.at(stReq), c.at(next)) {
 		ls.reset() // the sender gave up meanwhile
 		return nil, true
 	}
@@ -451,7 +503,7 @@ func (rc *Receiver) take(i int, w uint32) (in *Incoming, ok bool) {
 	if !last {
 		return nil, true
 	}
-	in = &Incoming{Slot: i, PID: int(atomic.LoadUint32(r.slotU32(i, offPID))), Data: ls.buf, seq: seq}
+	in = &Incoming{Slot: i, PID: int(c.pid), Data: ls.buf, seq: c.seq}
 	ls.buf, ls.phase = nil, phaseWaiting
 	return in, true
 }
@@ -463,7 +515,7 @@ func (rc *Receiver) Reply(in Incoming, data []byte) error {
 		return ErrLost
 	}
 	ls := &rc.slots[in.Slot]
-	if ls.phase != phaseWaiting || ls.seq != in.seq {
+	if ls.phase != phaseWaiting || ls.claim != (claim{i: in.Slot, pid: uint32(in.PID), seq: in.seq}) {
 		return ErrLost
 	}
 	ls.phase, ls.rest, ls.first = phaseReplying, data, true
@@ -473,17 +525,20 @@ func (rc *Receiver) Reply(in Incoming, data []byte) error {
 func (rc *Receiver) sendChunk(i int, from uint32) error {
 	r := rc.r
 	ls := &rc.slots[i]
-	word := r.SlotWord(i)
-	if !atomic.CompareAndSwapUint32(word, mkword(ls.seq, from), mkword(ls.seq, stReplying)) {
+	c := ls.claim
+	state := r.slotState(i)
+	if !atomic.CompareAndSwapUint64(state, c.at(from), c.at(stReplying)) {
 		ls.reset()
 		return ErrLost
 	}
 	data := r.slotData(i)
 	n := copy(data, ls.rest)
+	src := ls.rest[:n]
 	flags := uint32(0)
+	total := uint64(len(ls.rest))
 	if ls.first {
 		flags |= flagFirst
-		atomic.StoreUint64(r.slotU64(i, offTotal), uint64(len(ls.rest)))
+		atomic.StoreUint64(r.slotU64(i, offTotal), total)
 	}
 	ls.rest, ls.first = ls.rest[n:], false
 	last := len(ls.rest) == 0
@@ -491,9 +546,9 @@ func (rc *Receiver) sendChunk(i int, from uint32) error {
 		flags |= flagLast
 	}
 	atomic.StoreUint32(r.slotU32(i, offN), uint32(n))
-	atomic.StoreUint32(r.slotU32(i, offCRC), crc32.Checksum(data[:n], castagnoli))
+	atomic.StoreUint32(r.slotU32(i, offCRC), chunkCRC(c.seq, uint32(n), flags, total, src))
 	atomic.StoreUint32(r.slotU32(i, offFlags), flags)
-	ok := atomic.CompareAndSwapUint32(word, mkword(ls.seq, stReplying), mkword(ls.seq, stRep))
+	ok := atomic.CompareAndSwapUint64(state, c.at(stReplying), c.at(stRep))
 	rc.wake(i)
 	if last || !ok {
 		ls.reset()

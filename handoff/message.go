@@ -51,7 +51,7 @@ func (m *Message) Encode(b []byte) ([]byte, error) {
 			return nil, fmt.Errorf("handoff: environment not sorted and unique at %q", m.Env[i].Name)
 		}
 	}
-	if len(m.Args) > math.MaxUint32 || len(m.Env) > math.MaxUint32 {
+	if uint64(len(m.Args)) > math.MaxUint32 || uint64(len(m.Env)) > math.MaxUint32 {
 		return nil, fmt.Errorf("%w: too many fields", ErrTooLarge)
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Args)))
@@ -79,7 +79,7 @@ func (m *Message) Encode(b []byte) ([]byte, error) {
 }
 
 func appendString(b []byte, s string) ([]byte, error) {
-	if len(s) > math.MaxUint32 {
+	if uint64(len(s)) > math.MaxUint32 {
 		return nil, fmt.Errorf("%w: field of %d bytes", ErrTooLarge, len(s))
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))

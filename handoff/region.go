@@ -18,6 +18,7 @@
 package handoff
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -59,12 +60,11 @@ const (
 
 // Slot control offsets.
 const (
-	offWord  = 0
-	offPID   = 4
-	offN     = 8
-	offFlags = 12
-	offTotal = 16
-	offCRC   = 24 // CRC-32C of the chunk, so a chunk scribbled on by a stale sender is refused
+	offSlotState = 0 // 64 bits: PID, claim sequence, state (see mailbox.go)
+	offN         = 8
+	offFlags     = 12
+	offTotal     = 16
+	offCRC       = 24 // CRC-32C of the chunk, so a chunk scribbled on by a stale sender is refused
 )
 
 // Region states, in the header's state word.
@@ -163,9 +163,9 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 		// Keep each slot's sequence number across generations so that a
 		// sender of the old generation never mistakes a new claim for its
 		// own; clear the state.
-		w := r.slotWord(i)
-		atomic.StoreUint32(w, atomic.LoadUint32(w)&^stateMask)
-		atomic.StoreUint32(r.slotU32(i, offPID), 0)
+		v := r.slotState(i)
+		_, seq, _ := parts(atomic.LoadUint64(v))
+		atomic.StoreUint64(v, mk(0, seq, stFree))
 	}
 	atomic.StoreUint32(r.u32(offState), stateReady)
 	return r, nil
@@ -267,8 +267,17 @@ func BellWordOf(b []byte) *uint32 {
 	return (&Region{b: b}).u32(offBell)
 }
 
-// SlotWord is slot i's state word, on which its sender waits.
-func (r *Region) SlotWord(i int) *uint32 { return r.slotU32(i, offWord) }
+// SlotWord is the 32-bit half of slot i's state that changes with every
+// transition: its sender waits on it.
+func (r *Region) SlotWord(i int) *uint32 { return r.u32(r.slotBase(i) + offSlotState + lowHalf) }
+
+// lowHalf is the offset of the low 32 bits within a 64-bit word.
+var lowHalf = func() int {
+	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
+		return 0
+	}
+	return 4
+}()
 
 // HeaderIntact reports whether the header still says what Init wrote, for a
 // primary that checks for tampering.
@@ -285,7 +294,7 @@ func (r *Region) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&r.b[off
 
 func (r *Region) slotBase(i int) int { return HeaderSize + i*r.layout.stride() }
 
-func (r *Region) slotWord(i int) *uint32     { return r.u32(r.slotBase(i) + offWord) }
+func (r *Region) slotState(i int) *uint64    { return r.u64(r.slotBase(i) + offSlotState) }
 func (r *Region) slotU32(i, off int) *uint32 { return r.u32(r.slotBase(i) + off) }
 func (r *Region) slotU64(i, off int) *uint64 { return r.u64(r.slotBase(i) + off) }
 func (r *Region) slotData(i int) []byte {

@@ -23,9 +23,10 @@ type fifoBell struct {
 	path string
 	perm fs.FileMode
 
-	mu sync.Mutex
-	rd int // read end of a waiter, or -1
-	wr int // cached write end of a ringer, or -1
+	mu     sync.Mutex
+	rd     int // read end of a waiter, or -1; set before Wait, not changed while it runs
+	wr     int // cached write end of a ringer, or -1
+	closed bool
 }
 
 func openFIFOBell(word *uint32, path string, perm fs.FileMode, wait bool) (Doorbell, error) {
@@ -82,6 +83,9 @@ func (b *fifoBell) Wait(old uint32, timeout time.Duration) error {
 	if atomic.LoadUint32(b.word) != old {
 		return nil
 	}
+	if b.rd < 0 {
+		return &os.PathError{Op: "wait", Path: b.path, Err: errors.New("bell closed or opened to ring only")}
+	}
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
@@ -109,29 +113,39 @@ func (b *fifoBell) Wait(old uint32, timeout time.Duration) error {
 func (b *fifoBell) Ring() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return &os.PathError{Op: "ring", Path: b.path, Err: os.ErrClosed}
+	}
 	if b.rd >= 0 {
 		return b.write(b.rd)
 	}
-	if b.wr < 0 {
-		fd, err := b.open(unix.O_WRONLY)
-		if err != nil {
-			// No FIFO yet, or no reader: nobody is waiting.
-			if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENOENT) {
-				return nil
+	// A cached write end may belong to a FIFO that has since been removed
+	// and made anew: on EPIPE, open the path again once.
+	for attempt := 0; ; attempt++ {
+		if b.wr < 0 {
+			fd, err := b.open(unix.O_WRONLY)
+			if err != nil {
+				// No FIFO yet, or no reader: nobody is waiting.
+				if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENOENT) {
+					return nil
+				}
+				return err
 			}
-			return err
+			b.wr = fd
 		}
-		b.wr = fd
-	}
-	err := b.write(b.wr)
-	if err != nil {
+		err := b.write(b.wr)
+		if err == nil {
+			return nil
+		}
 		unix.Close(b.wr)
 		b.wr = -1
-		if errors.Is(err, unix.EPIPE) {
+		if !errors.Is(err, unix.EPIPE) {
+			return err
+		}
+		if attempt == 1 {
 			return nil // the reader went away
 		}
 	}
-	return err
 }
 
 func (b *fifoBell) write(fd int) error {
@@ -147,9 +161,11 @@ func (b *fifoBell) write(fd int) error {
 	}
 }
 
+// Close releases the FIFO's descriptors. It must not run while Wait does.
 func (b *fifoBell) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.closed = true
 	var err error
 	for _, fd := range []*int{&b.rd, &b.wr} {
 		if *fd >= 0 {

@@ -43,36 +43,6 @@ func (r *Region) unmap() error {
 	return os.NewSyscallError("munmap", unix.Munmap(r.data))
 }
 
-func tryLockFile(f *os.File) (bool, error) {
-	var locked bool
-	err := control(f, func(fd int) error {
-		for {
-			err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-			switch err {
-			case unix.EINTR:
-				continue
-			case unix.EWOULDBLOCK:
-				return nil
-			case nil:
-				locked = true
-			}
-			return err
-		}
-	})
-	if err != nil {
-		return false, &os.PathError{Op: "flock", Path: f.Name(), Err: err}
-	}
-	return locked, nil
-}
-
-func unlockFile(f *os.File) error {
-	err := control(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_UN) })
-	if err != nil {
-		return &os.PathError{Op: "flock", Path: f.Name(), Err: err}
-	}
-	return nil
-}
-
 func fstat(f *os.File, st *unix.Stat_t) error {
 	err := control(f, func(fd int) error { return unix.Fstat(fd, st) })
 	if err != nil {

@@ -11,8 +11,6 @@ import (
 func mapFile(*os.File, int, bool) (*Region, error) { return nil, errors.ErrUnsupported }
 func (r *Region) flush() error                     { return errors.ErrUnsupported }
 func (r *Region) unmap() error                     { return errors.ErrUnsupported }
-func tryLockFile(*os.File) (bool, error)           { return false, errors.ErrUnsupported }
-func unlockFile(*os.File) error                    { return errors.ErrUnsupported }
 
 func openFIFOBell(*uint32, string, fs.FileMode, bool) (Doorbell, error) {
 	return nil, errors.ErrUnsupported
