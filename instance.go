@@ -335,10 +335,9 @@ func (inst *Instance) wakeSlot(i int) {
 // rings, moves every slot along and queues the messages completed.
 func (inst *Instance) receive() {
 	defer close(inst.recvDone)
-	word := inst.view.BellWord()
 	for {
-		seen := atomic.LoadUint32(word)
-		if !inst.poll() {
+		seen, open := inst.poll()
+		if !open {
 			return
 		}
 		if err := inst.bell.Wait(seen, -1); err != nil {
@@ -347,22 +346,25 @@ func (inst *Instance) receive() {
 	}
 }
 
-// poll runs one round of the receiver; false once the instance is closing.
-func (inst *Instance) poll() (open bool) {
+// poll runs one round of the receiver and returns the doorbell word as it
+// was before the round, to wait on; open is false once the instance is
+// closing.
+func (inst *Instance) poll() (seen uint32, open bool) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.closing {
-		return false
+		return 0, false
 	}
 	var done []handoff.Incoming
 	if err := catchFault(func() {
+		seen = atomic.LoadUint32(inst.view.BellWord())
 		if !inst.view.HeaderIntact() {
 			inst.repair()
 		}
 		done, _ = inst.rc.Poll()
 	}); err != nil {
-		inst.repair()
-		return true
+		catchFault(inst.repair) // the next ring tries again if this faults too
+		return seen, true
 	}
 	for _, in := range done {
 		p := &pending{in: in, rc: inst.rc}
@@ -380,7 +382,7 @@ func (inst *Instance) poll() (open bool) {
 		default:
 		}
 	}
-	return true
+	return seen, true
 }
 
 // repair restores a region that another process damaged (changed its
