@@ -184,7 +184,7 @@ func TestSecondaryKilledMidWrite(t *testing.T) {
 		_, rec := servePrimary(t, dir, bell)
 		big := []string{strings.Repeat("x", 4<<20)}
 		for i := range 3 {
-			s := startChild(t, childOpts{dir: dir, bell: bell, args: big, viaFile: true, stall: 10 + 40*i})
+			s := startChild(t, childOpts{dir: dir, bell: bell, args: big, stall: 10 + 40*i})
 			if l := s.next(20 * time.Second); l != "STALLED" {
 				t.Fatalf("%q, want STALLED", l)
 			}
@@ -192,7 +192,7 @@ func TestSecondaryKilledMidWrite(t *testing.T) {
 		}
 		for i := range 3 {
 			args := []string{fmt.Sprint(i), strings.Repeat(fmt.Sprint(i), 100<<10)}
-			s := startChild(t, childOpts{dir: dir, bell: bell, args: args, viaFile: true})
+			s := startChild(t, childOpts{dir: dir, bell: bell, args: args})
 			checkSecondary(t, s, s.next(20*time.Second))
 		}
 		rec.mu.Lock()
@@ -238,7 +238,7 @@ func TestArguments(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				s := startChild(t, childOpts{dir: dir, bell: bell, args: tc.args, viaFile: true, workdir: work})
+				s := startChild(t, childOpts{dir: dir, bell: bell, args: tc.args, workdir: work})
 				checkSecondary(t, s, s.next(30*time.Second))
 				rec.mu.Lock()
 				m := rec.msgs[len(rec.msgs)-1]
@@ -479,4 +479,21 @@ func TestLockNotInherited(t *testing.T) {
 	if l := n.next(20 * time.Second); l != "PRIMARY" {
 		t.Fatalf("%q, want PRIMARY while the old primary's child still runs", l)
 	}
+}
+
+// A 1 MiB payload and arguments outside the Basic Multilingual Plane
+// arrive exact.
+func TestPayload(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		_, rec := servePrimary(t, dir, bell)
+		args := []string{"𝄞 clef", "😀", "\U0010FFFF"}
+		s := startChild(t, childOpts{dir: dir, bell: bell, args: args, data: 1 << 20})
+		checkSecondary(t, s, s.next(20*time.Second))
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if len(rec.msgs) != 1 || !slices.Equal(rec.msgs[0].Args, args) || !bytes.Equal(rec.msgs[0].Data, payload(1<<20)) {
+			t.Error("payload or arguments not delivered exact")
+		}
+	})
 }

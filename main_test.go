@@ -43,11 +43,17 @@ const (
 	envStall   = "INSTANCE_TEST_STALL" // as secondary: stop after sending this many chunks
 	envBarrier = "INSTANCE_TEST_BARRIER"
 	envSpawn   = "INSTANCE_TEST_SPAWN" // as primary: start a long-lived child process first
+	envData    = "INSTANCE_TEST_DATA"  // payload size to send: payload(n)
 	testAppID  = "io.github.go-instance.test"
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envRole) != "" {
+	switch os.Getenv(envRole) {
+	case "":
+	case "sleep":
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	default:
 		os.Exit(childMain())
 	}
 	os.Exit(m.Run())
@@ -110,20 +116,17 @@ func childMain() int {
 			return 0
 		}
 	}
-	args := os.Args[1:]
-	for i, a := range args {
-		if a == "--" {
-			args = args[i+1:]
-			break
-		}
+	// Arguments come in a file: argv cannot hold every byte string on
+	// every OS (Windows command lines are UTF-16), nor 4 MiB.
+	b, err := os.ReadFile(os.Getenv(envArgs))
+	if err != nil {
+		fmt.Println("ERROR other", err)
+		return 0
 	}
-	if path := os.Getenv(envArgs); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			fmt.Println("ERROR other", err)
-			return 0
-		}
-		args = decodeArgs(b)
+	args := decodeArgs(b)
+	var data []byte
+	if n, err := strconv.Atoi(os.Getenv(envData)); err == nil {
+		data = payload(n)
 	}
 	bell, _ := strconv.Atoi(os.Getenv(envBell))
 	timeout, err := time.ParseDuration(os.Getenv(envTimeout))
@@ -138,7 +141,7 @@ func childMain() int {
 			}
 		}
 	}
-	inst, err := Acquire(testAppID, WithDir(os.Getenv(envDir)), WithArgs(args),
+	inst, err := Acquire(testAppID, WithDir(os.Getenv(envDir)), WithArgs(args), WithData(data),
 		WithTimeout(timeout), withBell(uint32(bell)), WithMaxMessage(32<<20))
 	if err != nil {
 		kind := "other"
@@ -156,7 +159,8 @@ func childMain() int {
 	fmt.Println("PRIMARY")
 	if os.Getenv(envSpawn) != "" {
 		// A child that outlives us must not keep our lock.
-		cmd := exec.Command("sleep", "60")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), envRole+"=sleep")
 		if err := cmd.Start(); err != nil {
 			fmt.Println("ERROR other", err)
 			return 0
@@ -200,7 +204,7 @@ type childOpts struct {
 	dir     string
 	bell    uint32
 	args    []string
-	viaFile bool // pass args in a file (too large for argv)
+	data    int // payload size
 	timeout time.Duration
 	serve   string
 	stall   int
@@ -212,7 +216,7 @@ type childOpts struct {
 
 func startChild(t *testing.T, o childOpts) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "--")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	env := append(os.Environ(),
 		envRole+"=launch",
 		envDir+"="+o.dir,
@@ -230,16 +234,15 @@ func startChild(t *testing.T, o childOpts) *child {
 	if o.stall > 0 {
 		env = append(env, envStall+"="+strconv.Itoa(o.stall))
 	}
-	if o.viaFile {
-		f, err := os.CreateTemp(t.TempDir(), "args")
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Write(encodeArgs(o.args))
-		f.Close()
-		env = append(env, envArgs+"="+f.Name())
-	} else {
-		cmd.Args = append(cmd.Args, o.args...)
+	f, err := os.CreateTemp(t.TempDir(), "args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(encodeArgs(o.args))
+	f.Close()
+	env = append(env, envArgs+"="+f.Name())
+	if o.data > 0 {
+		env = append(env, envData+"="+strconv.Itoa(o.data))
 	}
 	if o.timeout == 0 {
 		o.timeout = 20 * time.Second
@@ -345,6 +348,15 @@ func checkSecondary(t *testing.T, c *child, l string) {
 	if f[1] != "3" || string(data) != string(replyFor(c.args)) {
 		t.Errorf("child %d: reply code %s data %q, want 3 %q", c.cmd.Process.Pid, f[1], data, replyFor(c.args))
 	}
+}
+
+// payload is n bytes that a test can check: every byte value, repeated.
+func payload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
 }
 
 func testDir(t *testing.T) string {
