@@ -52,8 +52,15 @@
 //
 // # Windows
 //
-// Not supported yet: Acquire returns an error wrapping
-// [errors.ErrUnsupported].
+// The lock is LockFileEx on a file in %LocalAppData%\go-instance
+// (%ProgramData%\go-instance for machine scope); the region is a named file
+// mapping backed by the page file and the doorbells are named auto-reset
+// events, named Local\go-instance-… with a hash of the user's SID and
+// session (Global\ for machine scope, which needs SeCreateGlobalPrivilege),
+// and given a DACL for the current user alone. ScopeUser is per session:
+// Local\ objects cannot span sessions. Before ringing, a secondary calls
+// AllowSetForegroundWindow for the primary, so that the primary may bring
+// its window to the front while it handles the message.
 //
 // # Errors
 //

@@ -18,8 +18,9 @@ import (
 // Doorbell kinds, recorded in the region header so that every secondary
 // uses the one its primary waits on.
 const (
-	bellFutex uint32 = 1
-	bellFIFO  uint32 = 2
+	bellFutex uint32 = 1 // Linux futex on the word
+	bellFIFO  uint32 = 2 // FIFO files beside the lock (Unix)
+	bellEvent uint32 = 3 // named auto-reset events (Windows)
 )
 
 // Message is what a secondary launch forwarded.
@@ -201,6 +202,8 @@ func sendMapped(ctx context.Context, cfg *config, f *files, lock ownerLock, b []
 	if err != nil {
 		return nil, err
 	}
+	// Let the primary bring its window to the front when it handles this.
+	allowForeground(view.Owner().PID)
 	kind := view.BellKind()
 	primaryBell, err := f.doorbell(view.BellWord(), kind, -1, false)
 	if err != nil {

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package instance
 
@@ -10,15 +10,15 @@ import (
 	"github.com/go-instance/instance/shm"
 )
 
-// Windows has its own backend to come; until then Acquire reports
-// errors.ErrUnsupported on systems other than Unix.
+// Systems other than Unix and Windows are not supported: Acquire reports
+// errors.ErrUnsupported.
 
 var defaultBell uint32
 
 type files struct{}
 
 func openFiles(*config, string) (*files, error) {
-	return nil, fmt.Errorf("instance: %s is not supported yet: %w", runtime.GOOS, errors.ErrUnsupported)
+	return nil, fmt.Errorf("instance: %s is not supported: %w", runtime.GOOS, errors.ErrUnsupported)
 }
 
 func (*files) openLock() (ownerLock, error)          { return nil, errors.ErrUnsupported }
@@ -29,3 +29,4 @@ func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }
 func processAlive(int) bool { return false }
+func allowForeground(int)   {}

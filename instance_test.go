@@ -425,7 +425,8 @@ func TestInvalidInput(t *testing.T) {
 }
 
 // The activation variables are always forwarded, others on request, and
-// unset ones not at all.
+// unset ones not at all. (Values are text: Windows keeps the environment
+// in UTF-16.)
 func TestEnvironmentForwarded(t *testing.T) {
 	dir := testDir(t)
 	p := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"p"}})
@@ -436,7 +437,7 @@ func TestEnvironmentForwarded(t *testing.T) {
 	os.Unsetenv("XDG_ACTIVATION_TOKEN")
 	os.Unsetenv("INSTANCE_TEST_UNSET")
 	t.Setenv("DESKTOP_STARTUP_ID", "startup-1")
-	t.Setenv("INSTANCE_TEST_EXTRA", "x=\xff")
+	t.Setenv("INSTANCE_TEST_EXTRA", "x=ü")
 	s, err := Acquire(testAppID, WithDir(dir), WithEnv("INSTANCE_TEST_EXTRA", "INSTANCE_TEST_UNSET"), WithArgs(nil))
 	if err != nil || s.IsPrimary() {
 		t.Fatal(err)
@@ -449,7 +450,7 @@ func TestEnvironmentForwarded(t *testing.T) {
 	}
 	want := []string{
 		"ENV DESKTOP_STARTUP_ID " + hex.EncodeToString([]byte("startup-1")),
-		"ENV INSTANCE_TEST_EXTRA " + hex.EncodeToString([]byte("x=\xff")),
+		"ENV INSTANCE_TEST_EXTRA " + hex.EncodeToString([]byte("x=ü")),
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("forwarded %q, want %q", got, want)
@@ -496,4 +497,21 @@ func TestPayload(t *testing.T) {
 			t.Error("payload or arguments not delivered exact")
 		}
 	})
+}
+
+// Machine scope: one primary for every user, in the shared namespace
+// (Windows: Global\ objects; Unix: /tmp).
+func TestMachineScope(t *testing.T) {
+	const key = "machine-scope-test" // fixed: the lock file stays, by design
+	inst, err := Acquire(testAppID, WithScope(ScopeMachine), WithKey(key), WithArgs(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Release()
+	if !inst.IsPrimary() {
+		t.Fatal("not the primary")
+	}
+	go inst.Serve(context.Background(), func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+	s := startChild(t, childOpts{scope: "machine", key: key, args: []string{"to the machine"}})
+	checkSecondary(t, s, s.next(20*time.Second))
 }

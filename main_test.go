@@ -44,6 +44,8 @@ const (
 	envBarrier = "INSTANCE_TEST_BARRIER"
 	envSpawn   = "INSTANCE_TEST_SPAWN" // as primary: start a long-lived child process first
 	envData    = "INSTANCE_TEST_DATA"  // payload size to send: payload(n)
+	envScope   = "INSTANCE_TEST_SCOPE" // "machine": machine scope with INSTANCE_TEST_KEY, not a directory
+	envKey     = "INSTANCE_TEST_KEY"
 	testAppID  = "io.github.go-instance.test"
 )
 
@@ -61,17 +63,17 @@ func TestMain(m *testing.M) {
 
 // bells lists the doorbells this OS can run: both on Linux.
 func bells() []uint32 {
-	if runtime.GOOS == "linux" {
+	switch runtime.GOOS {
+	case "linux":
 		return []uint32{bellFutex, bellFIFO}
+	case "windows":
+		return []uint32{bellEvent}
 	}
 	return []uint32{bellFIFO}
 }
 
 func bellName(k uint32) string {
-	if k == bellFutex {
-		return "futex"
-	}
-	return "fifo"
+	return map[uint32]string{bellFutex: "futex", bellFIFO: "fifo", bellEvent: "event"}[k]
 }
 
 // forEachBell runs f as a subtest per doorbell kind.
@@ -141,7 +143,11 @@ func childMain() int {
 			}
 		}
 	}
-	inst, err := Acquire(testAppID, WithDir(os.Getenv(envDir)), WithArgs(args), WithData(data),
+	where := WithDir(os.Getenv(envDir))
+	if os.Getenv(envScope) == "machine" {
+		where = func(c *config) { WithScope(ScopeMachine)(c); WithKey(os.Getenv(envKey))(c) }
+	}
+	inst, err := Acquire(testAppID, where, WithArgs(args), WithData(data),
 		WithTimeout(timeout), withBell(uint32(bell)), WithMaxMessage(32<<20))
 	if err != nil {
 		kind := "other"
@@ -212,6 +218,8 @@ type childOpts struct {
 	workdir string
 	env     []string // added to the child's environment
 	spawn   bool
+	scope   string // "machine": use machine scope and key instead of dir
+	key     string
 }
 
 func startChild(t *testing.T, o childOpts) *child {
@@ -229,6 +237,9 @@ func startChild(t *testing.T, o childOpts) *child {
 	}
 	if o.spawn {
 		env = append(env, envSpawn+"=1")
+	}
+	if o.scope != "" {
+		env = append(env, envScope+"="+o.scope, envKey+"="+o.key)
 	}
 	env = append(env, o.env...)
 	if o.stall > 0 {

@@ -15,7 +15,11 @@
 //
 // # Windows
 //
-// Not yet supported: the functions return [errors.ErrUnsupported].
+// Regions are file mappings: of a file ([MapFile]) or named and backed by
+// the page file ([OpenMapping]), which lasts while a handle to it is open.
+// Locks are LockFileEx, and the doorbell is a named auto-reset event
+// ([OpenEventBell]). Named objects get a DACL for the current user alone,
+// or for everyone when shared.
 package shm
 
 import (
@@ -24,9 +28,10 @@ import (
 	"time"
 )
 
-// Region is a shared mapping of a file.
+// Region is a shared mapping of a file or of a named object.
 type Region struct {
-	data []byte
+	data   []byte
+	handle uintptr // Windows: the file-mapping object
 }
 
 // MapFile maps the first size bytes of f, shared with every other process
@@ -78,6 +83,24 @@ type Doorbell interface {
 // NewFutexBell returns a doorbell that waits on the word itself (Linux
 // futex). The word must lie in a shared mapping.
 func NewFutexBell(word *uint32) (Doorbell, error) { return newFutexBell(word) }
+
+// OpenMapping maps the named, page-file-backed mapping name (Windows:
+// Local\ or Global\ names). With create set it is made with size bytes if
+// missing, with a DACL for the current user alone unless perm has group or
+// other bits; otherwise a missing one is an error matching
+// [fs.ErrNotExist]. Other systems return [errors.ErrUnsupported].
+func OpenMapping(name string, size int, perm fs.FileMode, create bool) (*Region, error) {
+	return openMapping(name, size, perm, create)
+}
+
+// OpenEventBell returns a doorbell for word made of the named auto-reset
+// event name (Windows). A waiter (wait set) creates the event if missing,
+// with a DACL as for OpenMapping; a ringer opens it when it first rings,
+// and ringing an event nobody created does nothing. Other systems return
+// [errors.ErrUnsupported].
+func OpenEventBell(word *uint32, name string, perm fs.FileMode, wait bool) (Doorbell, error) {
+	return openEventBell(word, name, perm, wait)
+}
 
 // OpenFIFOBell returns a doorbell for word made of the FIFO at path. With
 // wait set, the caller is the waiter: the FIFO is created with perm if

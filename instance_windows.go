@@ -1,0 +1,197 @@
+//go:build windows
+
+package instance
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/go-instance/instance/handoff"
+	"github.com/go-instance/instance/internal/winapi"
+	"github.com/go-instance/instance/shm"
+	"golang.org/x/sys/windows"
+)
+
+var defaultBell = bellEvent
+
+// files names an instance's objects: a lock file, <dir>\<base>.lock, and
+// named kernel objects <object>.shm (the region, backed by the page file),
+// <object>.bell and <object>.sNN (auto-reset events).
+type files struct {
+	lockPath string
+	object   string      // Local\ or Global\ name prefix
+	shared   bool        // machine scope: objects open to every user
+	perm     fs.FileMode // 0o600, or 0o666 when shared
+}
+
+func openFiles(c *config, appID string) (*files, error) {
+	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, os.NewSyscallError("GetTokenUser", err))
+	}
+	sid := u.User.Sid.String()
+	var session uint32
+	if err := windows.ProcessIdToSessionId(windows.GetCurrentProcessId(), &session); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, os.NewSyscallError("ProcessIdToSessionId", err))
+	}
+	f := &files{perm: 0o600}
+	// Local\ objects live in the session's namespace, so that the user's
+	// SID in the name keeps "run as another user" on the same desktop
+	// apart. They cannot span sessions without SeCreateGlobalPrivilege,
+	// so ScopeUser is per session too.
+	ns, scopeKey := `Local\`, fmt.Sprintf("%s\x00session %d", sid, session)
+	var dir string
+	switch {
+	case c.dir != "":
+		abs, err := filepath.Abs(c.dir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		st, err := os.Stat(abs)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("%w: %s is not a directory", ErrLockUnavailable, abs)
+		}
+		dir, scopeKey = abs, scopeKey+"\x00dir "+strings.ToLower(abs)
+	case c.scope == ScopeMachine:
+		ns, scopeKey, f.shared, f.perm = `Global\`, "machine", true, 0o666
+		dir = os.Getenv("ProgramData")
+		if dir == "" {
+			dir = `C:\ProgramData`
+		}
+		dir = filepath.Join(dir, "go-instance")
+	default:
+		base, err := os.UserCacheDir() // %LocalAppData%, the user's own
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		dir = filepath.Join(base, "go-instance")
+	}
+	if c.dir == "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{appID, c.key, c.scope.String(), scopeKey}, "\x00")))
+	base := appID
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	name := "go-instance-" + base + "-" + hex.EncodeToString(sum[:8])
+	f.lockPath = filepath.Join(dir, name+".lock")
+	f.object = ns + name
+	return f, nil
+}
+
+// openLock opens the lock file without following a reparse point
+// (symbolic link or junction), not inheritable, readable (LockFileEx needs
+// no more) and shareable, so that every launch can open it.
+func (f *files) openLock() (ownerLock, error) {
+	path16, err := windows.UTF16PtrFromString(f.lockPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
+	}
+	sa, err := winapi.SecurityAttributes(f.shared)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	h, err := windows.CreateFile(path16, windows.GENERIC_READ,
+		windows.FILE_SHARE_READ|windows.FILE_SHARE_WRITE|windows.FILE_SHARE_DELETE, sa,
+		windows.OPEN_ALWAYS, windows.FILE_ATTRIBUTE_NORMAL|windows.FILE_FLAG_OPEN_REPARSE_POINT, 0)
+	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "open", Path: f.lockPath, Err: err})
+	}
+	var info windows.ByHandleFileInformation
+	if err := windows.GetFileInformationByHandle(h, &info); err != nil {
+		windows.CloseHandle(h)
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "stat", Path: f.lockPath, Err: err})
+	}
+	if info.FileAttributes&(windows.FILE_ATTRIBUTE_REPARSE_POINT|windows.FILE_ATTRIBUTE_DIRECTORY) != 0 {
+		windows.CloseHandle(h)
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable,
+			&fs.PathError{Op: "open", Path: f.lockPath, Err: errors.New("is a symbolic link, junction or directory")})
+	}
+	return fileLock{os.NewFile(uintptr(h), f.lockPath)}, nil
+}
+
+// fileLock is LockFileEx on the lock file; closing the file releases it.
+type fileLock struct{ f *os.File }
+
+func (l fileLock) TryLock() (bool, error) { return shm.TryLockFile(l.f) }
+func (l fileLock) Close() error           { return l.f.Close() }
+
+// createRegion creates (or opens, left over from a primary whose
+// secondaries still hold it) the named mapping for a new primary.
+func (f *files) createRegion(size int) (*shm.Region, error) {
+	name := f.object + ".shm"
+	r, err := shm.OpenMapping(name, size, f.perm, true)
+	if errors.Is(err, windows.ERROR_ACCESS_DENIED) && f.shared {
+		return nil, fmt.Errorf("%w: creating %s needs SeCreateGlobalPrivilege (an elevated or service process); use another scope: %w",
+			ErrLockUnavailable, name, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	return r, nil
+}
+
+// restoreRegion has nothing to do: nobody can resize a page-file mapping.
+func (f *files) restoreRegion(int) {}
+
+// openRegion maps the primary's region for a secondary.
+func (f *files) openRegion(size int) (*shm.Region, error) {
+	r, err := shm.OpenMapping(f.object+".shm", size, f.perm, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	return r, nil
+}
+
+// doorbell returns the event of word: the primary's (slot < 0) or a slot's.
+func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Doorbell, error) {
+	if kind != bellEvent {
+		return nil, fmt.Errorf("%w: doorbell kind %d on windows", ErrIncompatible, kind)
+	}
+	name := f.object + ".bell"
+	if slot >= 0 {
+		name = fmt.Sprintf("%s.s%02d", f.object, slot)
+	}
+	return shm.OpenEventBell(word, name, f.perm, wait)
+}
+
+// processAlive reports whether pid still runs. A process we may not open
+// exists.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return true
+	}
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	if err != nil {
+		return !errors.Is(err, windows.ERROR_INVALID_PARAMETER)
+	}
+	defer windows.CloseHandle(h)
+	var code uint32
+	if err := windows.GetExitCodeProcess(h, &code); err != nil {
+		return true
+	}
+	return code == 259 // STILL_ACTIVE
+}
+
+// allowForeground lets the primary take the focus: Windows gives it only to
+// the foreground process and those it allows.
+func allowForeground(pid int) {
+	if pid > 0 {
+		winapi.AllowSetForegroundWindow(uint32(pid))
+	}
+}

@@ -1,0 +1,127 @@
+//go:build windows
+
+package shm
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"unsafe"
+
+	"github.com/go-instance/instance/internal/winapi"
+	"golang.org/x/sys/windows"
+)
+
+func mapFile(f *os.File, size int, writable bool) (*Region, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("shm: map %s: size %d", f.Name(), size)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() < int64(size) {
+		return nil, fmt.Errorf("shm: map %s: file is %d bytes, shorter than %d", f.Name(), st.Size(), size)
+	}
+	prot, access := uint32(windows.PAGE_READONLY), uint32(windows.FILE_MAP_READ)
+	if writable {
+		prot, access = windows.PAGE_READWRITE, windows.FILE_MAP_READ|windows.FILE_MAP_WRITE
+	}
+	h, err := windows.CreateFileMapping(windows.Handle(f.Fd()), nil, prot, uint32(uint64(size)>>32), uint32(size), nil)
+	if h == 0 {
+		return nil, &os.PathError{Op: "CreateFileMapping", Path: f.Name(), Err: err}
+	}
+	return view(h, access, size, f.Name())
+}
+
+// view maps mapping h and takes the first size bytes of it (all of it, in
+// whole pages, when size is 0); it owns h from then on.
+func view(h windows.Handle, access uint32, size int, name string) (*Region, error) {
+	addr, err := windows.MapViewOfFile(h, access, 0, 0, 0)
+	if err != nil {
+		windows.CloseHandle(h)
+		return nil, &os.PathError{Op: "MapViewOfFile", Path: name, Err: err}
+	}
+	var mbi windows.MemoryBasicInformation
+	if err := windows.VirtualQuery(addr, &mbi, unsafe.Sizeof(mbi)); err != nil {
+		windows.UnmapViewOfFile(addr)
+		windows.CloseHandle(h)
+		return nil, &os.PathError{Op: "VirtualQuery", Path: name, Err: err}
+	}
+	n := int(mbi.RegionSize) // whole pages
+	if size > 0 {
+		n = min(n, size)
+	}
+	// addr is memory of the mapping, not of the Go heap.
+	data := unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&addr))), n)
+	return &Region{data: data, handle: uintptr(h)}, nil
+}
+
+func openMapping(name string, size int, perm fs.FileMode, create bool) (*Region, error) {
+	name16, err := windows.UTF16PtrFromString(name)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
+	if !create {
+		h, err := winapi.OpenFileMapping(access, false, name16)
+		if err != nil {
+			return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
+		}
+		return view(h, access, size, name)
+	}
+	if size <= 0 {
+		return nil, fmt.Errorf("shm: create %s: size %d", name, size)
+	}
+	sa, err := winapi.SecurityAttributes(perm&0o077 != 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+	}
+	// The page file backs the mapping; it lasts while a handle is open.
+	// An existing one comes back as a valid handle and ERROR_ALREADY_EXISTS.
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, sa, windows.PAGE_READWRITE,
+		uint32(uint64(size)>>32), uint32(size), name16)
+	if h == 0 {
+		return nil, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+	}
+	r, err := view(h, access, size, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.data) < size {
+		r.Close()
+		return nil, &os.PathError{Op: "CreateFileMapping", Path: name,
+			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", len(r.data), size)}
+	}
+	return r, nil
+}
+
+func (r *Region) flush() error {
+	return os.NewSyscallError("FlushViewOfFile", windows.FlushViewOfFile(uintptr(unsafe.Pointer(&r.data[0])), uintptr(len(r.data))))
+}
+
+func (r *Region) unmap() error {
+	err := os.NewSyscallError("UnmapViewOfFile", windows.UnmapViewOfFile(uintptr(unsafe.Pointer(&r.data[0]))))
+	return errors.Join(err, os.NewSyscallError("CloseHandle", windows.CloseHandle(windows.Handle(r.handle))))
+}
+
+func tryLockFile(f *os.File) (bool, error) {
+	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY,
+		0, 1, 0, new(windows.Overlapped))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, windows.ERROR_LOCK_VIOLATION), errors.Is(err, windows.ERROR_IO_PENDING):
+		return false, nil
+	}
+	return false, &os.PathError{Op: "LockFileEx", Path: f.Name(), Err: err}
+}
+
+func unlockFile(f *os.File) error {
+	err := windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, new(windows.Overlapped))
+	if err != nil {
+		return &os.PathError{Op: "UnlockFileEx", Path: f.Name(), Err: err}
+	}
+	return nil
+}
