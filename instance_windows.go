@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/go-instance/instance/handoff"
+	"github.com/go-instance/instance/internal/rundir"
 	"github.com/go-instance/instance/internal/winapi"
 	"github.com/go-instance/instance/shm"
 	"golang.org/x/sys/windows"
@@ -68,15 +69,11 @@ func openFiles(c *config, appID string) (*files, error) {
 			dir = `C:\ProgramData`
 		}
 		dir = filepath.Join(dir, "go-instance")
-	default:
-		base, err := os.UserCacheDir() // %LocalAppData%, the user's own
-		if err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
-		dir = filepath.Join(base, "go-instance")
-	}
-	if c.dir == "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+	default:
+		if dir, err = rundir.User(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}

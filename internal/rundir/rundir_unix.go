@@ -1,0 +1,71 @@
+//go:build unix
+
+// Package rundir finds the per-user directory where package instance keeps
+// its lock and region files and package shm its named regions, and checks
+// that it is safe to use.
+package rundir
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// User returns the per-user directory: inside the sandbox's runtime
+// directory for Flatpak, else $XDG_RUNTIME_DIR/go-instance when
+// $XDG_RUNTIME_DIR is usable, else <tempdir>/go-instance-<uid>; each
+// created 0700 if missing and verified.
+func User() (string, error) {
+	uid := os.Geteuid()
+	rt := os.Getenv("XDG_RUNTIME_DIR")
+	if os.Getenv("SNAP_INSTANCE_NAME") != "" && filepath.IsAbs(rt) {
+		os.Mkdir(rt, 0o700) // a snap's own runtime directory is the app's to make
+	}
+	if rt != "" && filepath.IsAbs(rt) && checkDir(rt, uid) == nil {
+		if id := os.Getenv("FLATPAK_ID"); id != "" && !strings.ContainsAny(id, "/\x00") {
+			if app := filepath.Join(rt, "app", id); checkDir(app, uid) == nil {
+				rt = app
+			}
+		}
+		return makeDir(filepath.Join(rt, "go-instance"), uid)
+	}
+	return makeDir(filepath.Join(os.TempDir(), fmt.Sprintf("go-instance-%d", uid)), uid)
+}
+
+func makeDir(dir string, uid int) (string, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	if err := checkDir(dir, uid); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// checkDir accepts a real directory (not a symbolic link) owned by uid and
+// closed to group and others.
+func checkDir(dir string, uid int) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return &fs.PathError{Op: "lstat", Path: dir, Err: err}
+	}
+	var why string
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		why = "is a symbolic link"
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		why = "is not a directory"
+	case int(st.Uid) != uid:
+		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, uid)
+	case st.Mode&0o077 != 0:
+		why = fmt.Sprintf("has mode %#o, want no group or other access", st.Mode&0o777)
+	default:
+		return nil
+	}
+	return fmt.Errorf("unsafe per-user directory %s: it %s", dir, why)
+}
