@@ -122,7 +122,7 @@ func (f *files) createRegion(size int) (*shm.Region, error) {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	return shm.MapFile(rf, size, true)
+	return shm.MapFile(rf, 0, size, true)
 }
 
 // restoreRegion gives the region file back its size after another process
@@ -165,7 +165,7 @@ func (f *files) openRegion(size int) (*shm.Region, error) {
 	if n > 1<<30 {
 		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), n)
 	}
-	return shm.MapFile(rf, int(n), true)
+	return shm.MapFile(rf, 0, int(n), true)
 }
 
 // open opens path read-write without following a symbolic link, creating

@@ -23,6 +23,7 @@
 package shm
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"time"
@@ -34,12 +35,22 @@ type Region struct {
 	handle uintptr // Windows: the file-mapping object
 }
 
-// MapFile maps the first size bytes of f, shared with every other process
-// that maps the same file. The file must be at least size bytes long. The
-// mapping stays valid after f is closed; Close unmaps it.
-func MapFile(f *os.File, size int, writable bool) (*Region, error) {
-	return mapFile(f, size, writable)
+// MapFile maps size bytes of f from offset, shared with every other process
+// that maps the same file. offset must be a multiple of [Granularity], and
+// the file at least offset+size bytes long. The mapping stays valid after f
+// is closed; Close unmaps it. A read-only mapping (writable false) faults
+// on write.
+func MapFile(f *os.File, offset int64, size int, writable bool) (*Region, error) {
+	if offset < 0 || offset%int64(Granularity()) != 0 {
+		return nil, fmt.Errorf("shm: map %s: offset %d is not a multiple of %d", f.Name(), offset, Granularity())
+	}
+	return mapFile(f, offset, size, writable)
 }
+
+// Granularity is what a mapping's offset in its file must be a multiple
+// of: the page size on Unix, the allocation granularity (64 KiB) on
+// Windows.
+func Granularity() int { return granularity }
 
 // Bytes returns the mapped memory. It must not be used after Close.
 func (r *Region) Bytes() []byte { return r.data }

@@ -46,7 +46,7 @@ func mapPath(path string, size int) (*shm.Region, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return shm.MapFile(f, size, true)
+	return shm.MapFile(f, 0, size, true)
 }
 
 func mustMap(t *testing.T, path string, size int) *shm.Region {
@@ -125,7 +125,7 @@ func TestMapFileShorterThanSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r, err := shm.MapFile(f, 101, true)
+	r, err := shm.MapFile(f, 0, 101, true)
 	if err == nil {
 		r.Close()
 		t.Fatal("MapFile of a 100-byte file with size 101 succeeded")
@@ -140,7 +140,7 @@ func TestMapFileShorterThanSize(t *testing.T) {
 	if err := f.Truncate(0); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := shm.MapFile(f, 1, true); err == nil {
+	if r, err := shm.MapFile(f, 0, 1, true); err == nil {
 		r.Close()
 		t.Fatal("MapFile of an empty file succeeded")
 	}
@@ -154,7 +154,7 @@ func TestMapFileBadSize(t *testing.T) {
 	}
 	defer f.Close()
 	for _, size := range []int{0, -1} {
-		if r, err := shm.MapFile(f, size, true); err == nil {
+		if r, err := shm.MapFile(f, 0, size, true); err == nil {
 			r.Close()
 			t.Errorf("MapFile(size %d) succeeded", size)
 		}
@@ -168,7 +168,7 @@ func TestMapFileWritableNeedsWritableFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r, err := shm.MapFile(f, regionSize, true)
+	r, err := shm.MapFile(f, 0, regionSize, true)
 	if err == nil {
 		r.Close()
 		t.Fatal("writable MapFile of a read-only file succeeded")
@@ -178,7 +178,7 @@ func TestMapFileWritableNeedsWritableFile(t *testing.T) {
 		t.Errorf("error %v (%T) is not a PathError for %s", err, err, path)
 	}
 	// Read-only mapping of the same file is fine.
-	r, err = shm.MapFile(f, regionSize, false)
+	r, err = shm.MapFile(f, 0, regionSize, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestMapFileReadOnlyFaultsOnWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r, err := shm.MapFile(f, regionSize, false)
+	r, err := shm.MapFile(f, 0, regionSize, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestMapFileClosedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if r, err := shm.MapFile(f, regionSize, true); err == nil {
+	if r, err := shm.MapFile(f, 0, regionSize, true); err == nil {
 		r.Close()
 		t.Fatal("MapFile of a closed file succeeded")
 	}

@@ -9,7 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func mapFile(f *os.File, size int, writable bool) (*Region, error) {
+var granularity = unix.Getpagesize()
+
+func mapFile(f *os.File, offset int64, size int, writable bool) (*Region, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("shm: map %s: size %d", f.Name(), size)
 	}
@@ -21,12 +23,12 @@ func mapFile(f *os.File, size int, writable bool) (*Region, error) {
 	if err := fstat(f, &st); err != nil {
 		return nil, err
 	}
-	if st.Size < int64(size) {
-		return nil, fmt.Errorf("shm: map %s: file is %d bytes, shorter than %d", f.Name(), st.Size, size)
+	if st.Size-offset < int64(size) {
+		return nil, fmt.Errorf("shm: map %s: file is %d bytes, shorter than %d from %d", f.Name(), st.Size, size, offset)
 	}
 	var data []byte
 	err := control(f, func(fd int) (err error) {
-		data, err = unix.Mmap(fd, 0, size, prot, unix.MAP_SHARED)
+		data, err = unix.Mmap(fd, offset, size, prot, unix.MAP_SHARED)
 		return err
 	})
 	if err != nil {

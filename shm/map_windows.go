@@ -13,7 +13,11 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-func mapFile(f *os.File, size int, writable bool) (*Region, error) {
+// The allocation granularity, 64 KiB on every Windows version and
+// architecture.
+const granularity = 64 << 10
+
+func mapFile(f *os.File, offset int64, size int, writable bool) (*Region, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("shm: map %s: size %d", f.Name(), size)
 	}
@@ -21,24 +25,25 @@ func mapFile(f *os.File, size int, writable bool) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Size() < int64(size) {
-		return nil, fmt.Errorf("shm: map %s: file is %d bytes, shorter than %d", f.Name(), st.Size(), size)
+	if st.Size()-offset < int64(size) {
+		return nil, fmt.Errorf("shm: map %s: file is %d bytes, shorter than %d from %d", f.Name(), st.Size(), size, offset)
 	}
 	prot, access := uint32(windows.PAGE_READONLY), uint32(windows.FILE_MAP_READ)
 	if writable {
 		prot, access = windows.PAGE_READWRITE, windows.FILE_MAP_READ|windows.FILE_MAP_WRITE
 	}
-	h, err := windows.CreateFileMapping(windows.Handle(f.Fd()), nil, prot, uint32(uint64(size)>>32), uint32(size), nil)
+	end := uint64(offset) + uint64(size)
+	h, err := windows.CreateFileMapping(windows.Handle(f.Fd()), nil, prot, uint32(end>>32), uint32(end), nil)
 	if h == 0 {
 		return nil, &os.PathError{Op: "CreateFileMapping", Path: f.Name(), Err: err}
 	}
-	return view(h, access, size, f.Name())
+	return view(h, access, offset, size, f.Name())
 }
 
-// view maps mapping h and takes the first size bytes of it (all of it, in
-// whole pages, when size is 0); it owns h from then on.
-func view(h windows.Handle, access uint32, size int, name string) (*Region, error) {
-	addr, err := windows.MapViewOfFile(h, access, 0, 0, 0)
+// view maps mapping h from offset and takes size bytes of it (all of it,
+// in whole pages, when size is 0); it owns h from then on.
+func view(h windows.Handle, access uint32, offset int64, size int, name string) (*Region, error) {
+	addr, err := windows.MapViewOfFile(h, access, uint32(uint64(offset)>>32), uint32(offset), uintptr(size))
 	if err != nil {
 		windows.CloseHandle(h)
 		return nil, &os.PathError{Op: "MapViewOfFile", Path: name, Err: err}
@@ -69,7 +74,7 @@ func openMapping(name string, size int, perm fs.FileMode, create bool) (*Region,
 		if err != nil {
 			return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
 		}
-		return view(h, access, size, name)
+		return view(h, access, 0, size, name)
 	}
 	if size <= 0 {
 		return nil, fmt.Errorf("shm: create %s: size %d", name, size)
@@ -85,7 +90,7 @@ func openMapping(name string, size int, perm fs.FileMode, create bool) (*Region,
 	if h == 0 {
 		return nil, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
 	}
-	r, err := view(h, access, size, name)
+	r, err := view(h, access, 0, size, name)
 	if err != nil {
 		return nil, err
 	}

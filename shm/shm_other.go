@@ -7,6 +7,8 @@ import (
 	"os"
 )
 
-func mapFile(*os.File, int, bool) (*Region, error) { return nil, errors.ErrUnsupported }
-func (r *Region) flush() error                     { return errors.ErrUnsupported }
-func (r *Region) unmap() error                     { return errors.ErrUnsupported }
+var granularity = 4096
+
+func mapFile(*os.File, int64, int, bool) (*Region, error) { return nil, errors.ErrUnsupported }
+func (r *Region) flush() error                            { return errors.ErrUnsupported }
+func (r *Region) unmap() error                            { return errors.ErrUnsupported }

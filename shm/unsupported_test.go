@@ -22,7 +22,7 @@ func TestUnsupported(t *testing.T) {
 	if err := f.Truncate(4096); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := shm.MapFile(f, 4096, true); !errors.Is(err, errors.ErrUnsupported) {
+	if r, err := shm.MapFile(f, 0, 4096, true); !errors.Is(err, errors.ErrUnsupported) {
 		if r != nil {
 			r.Close()
 		}
