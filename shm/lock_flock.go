@@ -30,6 +30,20 @@ func tryLockFile(f *os.File) (bool, error) {
 	return locked, nil
 }
 
+func lockFile(f *os.File) error {
+	err := control(f, func(fd int) error {
+		for {
+			if err := unix.Flock(fd, unix.LOCK_EX); err != unix.EINTR {
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return &os.PathError{Op: "flock", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
 func unlockFile(f *os.File) error {
 	err := control(f, func(fd int) error { return unix.Flock(fd, unix.LOCK_UN) })
 	if err != nil {

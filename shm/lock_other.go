@@ -12,3 +12,4 @@ import (
 
 func tryLockFile(*os.File) (bool, error) { return false, errors.ErrUnsupported }
 func unlockFile(*os.File) error          { return errors.ErrUnsupported }
+func lockFile(*os.File) error            { return errors.ErrUnsupported }

@@ -64,42 +64,62 @@ func view(h windows.Handle, access uint32, offset int64, size int, name string) 
 }
 
 func openMapping(name string, size int, perm fs.FileMode, create bool) (*Region, error) {
+	if !create {
+		return openExisting(name, size)
+	}
+	r, _, err := createMapping(name, size, perm&0o077 != 0)
+	return r, err
+}
+
+// openExisting maps the existing mapping name: size bytes of it, or all of
+// it (in whole pages) when size is 0.
+func openExisting(name string, size int) (*Region, error) {
 	name16, err := windows.UTF16PtrFromString(name)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+		return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
 	}
 	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
-	if !create {
-		h, err := winapi.OpenFileMapping(access, false, name16)
-		if err != nil {
-			return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
-		}
-		return view(h, access, 0, size, name)
-	}
-	if size <= 0 {
-		return nil, fmt.Errorf("shm: create %s: size %d", name, size)
-	}
-	sa, err := winapi.SecurityAttributes(perm&0o077 != 0)
+	h, err := winapi.OpenFileMapping(access, false, name16)
 	if err != nil {
-		return nil, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+		return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
 	}
-	// The page file backs the mapping; it lasts while a handle is open.
-	// An existing one comes back as a valid handle and ERROR_ALREADY_EXISTS.
+	return view(h, access, 0, size, name)
+}
+
+// createMapping creates the page-file-backed mapping name of size bytes, or
+// opens it if it exists (existed is then true), with a DACL for the
+// current user alone unless shared.
+func createMapping(name string, size int, shared bool) (r *Region, existed bool, err error) {
+	if size <= 0 {
+		return nil, false, fmt.Errorf("shm: create %s: size %d", name, size)
+	}
+	name16, err := windows.UTF16PtrFromString(name)
+	if err != nil {
+		return nil, false, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+	}
+	sa, err := winapi.SecurityAttributes(shared)
+	if err != nil {
+		return nil, false, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+	}
+	// An existing mapping comes back as a valid handle and
+	// ERROR_ALREADY_EXISTS.
 	h, err := windows.CreateFileMapping(windows.InvalidHandle, sa, windows.PAGE_READWRITE,
 		uint32(uint64(size)>>32), uint32(size), name16)
 	if h == 0 {
-		return nil, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+		return nil, false, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
 	}
-	r, err := view(h, access, 0, size, name)
+	existed = errors.Is(err, windows.ERROR_ALREADY_EXISTS)
+	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
+	r, err = view(h, access, 0, size, name)
 	if err != nil {
-		return nil, err
+		return nil, existed, err
 	}
 	if len(r.data) < size {
 		r.Close()
-		return nil, &os.PathError{Op: "CreateFileMapping", Path: name,
+		return nil, existed, &os.PathError{Op: "CreateFileMapping", Path: name,
 			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", len(r.data), size)}
 	}
-	return r, nil
+	return r, existed, nil
 }
 
 func (r *Region) flush() error {
@@ -121,6 +141,14 @@ func tryLockFile(f *os.File) (bool, error) {
 		return false, nil
 	}
 	return false, &os.PathError{Op: "LockFileEx", Path: f.Name(), Err: err}
+}
+
+func lockFile(f *os.File) error {
+	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, new(windows.Overlapped))
+	if err != nil {
+		return &os.PathError{Op: "LockFileEx", Path: f.Name(), Err: err}
+	}
+	return nil
 }
 
 func unlockFile(f *os.File) error {

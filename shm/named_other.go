@@ -1,16 +1,14 @@
-//go:build !windows
+//go:build !unix && !windows
 
 package shm
 
 import (
 	"errors"
-	"io/fs"
+	"os"
 )
 
-// Named kernel objects are a Windows mechanism; Unix names files instead.
-
-func openMapping(string, int, fs.FileMode, bool) (*Region, error) { return nil, errors.ErrUnsupported }
-
-func openEventBell(*uint32, string, fs.FileMode, bool) (Doorbell, error) {
-	return nil, errors.ErrUnsupported
-}
+func create(string, int) (*Region, error)              { return nil, errors.ErrUnsupported }
+func open(string) (*Region, error)                     { return nil, errors.ErrUnsupported }
+func remove(string) error                              { return errors.ErrUnsupported }
+func openMutexFile(string) (*os.File, error)           { return nil, errors.ErrUnsupported }
+func openBell(*uint32, string, bool) (Doorbell, error) { return nil, errors.ErrUnsupported }

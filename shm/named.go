@@ -1,0 +1,222 @@
+package shm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// Named regions, mutexes and bells live per user: on Unix as files in the
+// per-user directory of package instance ($XDG_RUNTIME_DIR/go-instance, else
+// <tempdir>/go-instance-<uid>, created 0700 and verified); on Windows as
+// Local\ kernel objects whose names carry a hash of the user's SID, with a
+// DACL for the user alone. Names are 1 to 128 letters, digits, '.', '_' and
+// '-', not starting with '.' or '-'.
+
+// ErrInvalidName reports a name that is not acceptable.
+var ErrInvalidName = errors.New("shm: invalid name")
+
+func checkName(name string) error {
+	if name == "" || len(name) > 128 || name[0] == '.' || name[0] == '-' {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: %q has %q; use letters, digits, '.', '_' and '-'", ErrInvalidName, name, c)
+		}
+	}
+	return nil
+}
+
+// Create makes the named region name, of size bytes (zeroed). It fails with
+// an error matching [fs.ErrExist] if the name is taken.
+//
+// On Unix the region is a file and persists until [Remove]; on Windows it
+// is backed by the page file and vanishes with its last handle.
+func Create(name string, size int) (*Region, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	if size <= 0 {
+		return nil, fmt.Errorf("shm: create %s: size %d", name, size)
+	}
+	return create(name, size)
+}
+
+// Open maps the existing named region name. It fails with an error
+// matching [fs.ErrNotExist] if there is none. On Windows the size is that of
+// the mapping rounded up to whole pages.
+func Open(name string) (*Region, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	return open(name)
+}
+
+// CreateOrOpen opens the named region name, or creates it with size bytes
+// if it does not exist. An existing region keeps its own size.
+func CreateOrOpen(name string, size int) (*Region, error) {
+	for {
+		r, err := Create(name, size)
+		if !errors.Is(err, fs.ErrExist) {
+			return r, err
+		}
+		r, err = Open(name)
+		if !errors.Is(err, fs.ErrNotExist) {
+			return r, err
+		}
+		// Removed between the two: try again.
+	}
+}
+
+// Remove removes the name of a region (Unix); mappings stay valid until
+// closed. On Windows names vanish with their last handle and Remove does
+// nothing.
+func Remove(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	return remove(name)
+}
+
+// Mode is how OpenFile maps a file.
+type Mode int
+
+const (
+	ReadOnly  Mode = iota // a read-only mapping: writes fault
+	ReadWrite             // a shared, writable mapping: writes reach the file
+)
+
+// OpenFile maps the whole of the file at path. An empty file gives an empty
+// region. Changes to a ReadWrite mapping reach the file (Flush waits for
+// them to be written).
+func OpenFile(path string, mode Mode) (*Region, error) {
+	flag := os.O_RDONLY
+	if mode == ReadWrite {
+		flag = os.O_RDWR
+	} else if mode != ReadOnly {
+		return nil, fmt.Errorf("shm: open %s: unknown mode %d", path, mode)
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() == 0 {
+		return &Region{}, nil
+	}
+	if st.Size() > int64(maxInt) {
+		return nil, fmt.Errorf("shm: open %s: %d bytes do not fit in memory at once; map it in windows with MapFile", path, st.Size())
+	}
+	return MapFile(f, 0, int(st.Size()), mode == ReadWrite)
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+// Mutex is a named lock shared between processes. The kernel releases it
+// when its holder exits, however it exits (flock on Unix, LockFileEx on
+// Windows), so a crashed holder never leaves it locked. Within a process,
+// one Mutex value excludes its goroutines from each other as well; two
+// values opened with the same name exclude each other like two processes.
+type Mutex struct {
+	f   *os.File
+	sem chan struct{} // held by the goroutine that holds the lock
+}
+
+// OpenMutex opens (creating if needed) the named mutex name.
+func OpenMutex(name string) (*Mutex, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	f, err := openMutexFile(name)
+	if err != nil {
+		return nil, err
+	}
+	return &Mutex{f: f, sem: make(chan struct{}, 1)}, nil
+}
+
+// Lock waits for the mutex and takes it.
+func (m *Mutex) Lock() error {
+	m.sem <- struct{}{}
+	if err := lockFile(m.f); err != nil {
+		<-m.sem
+		return err
+	}
+	return nil
+}
+
+// TryLock takes the mutex if it is free and reports whether it did.
+func (m *Mutex) TryLock() (bool, error) {
+	select {
+	case m.sem <- struct{}{}:
+	default:
+		return false, nil
+	}
+	ok, err := tryLockFile(m.f)
+	if !ok {
+		<-m.sem
+	}
+	return ok, err
+}
+
+// LockContext is Lock that gives up when ctx is done, with ctx's error.
+// While another process holds the mutex it re-tries at growing intervals
+// (1 to 16 ms): no system call waits on a context.
+func (m *Mutex) LockContext(ctx context.Context) error {
+	select {
+	case m.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	backoff := time.Millisecond
+	for {
+		ok, err := tryLockFile(m.f)
+		if ok || err != nil {
+			if err != nil {
+				<-m.sem
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			<-m.sem
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 16*time.Millisecond)
+	}
+}
+
+// Unlock releases the mutex.
+func (m *Mutex) Unlock() error {
+	err := unlockFile(m.f)
+	select {
+	case <-m.sem:
+	default:
+		return errors.New("shm: Unlock of an unlocked Mutex")
+	}
+	return err
+}
+
+// Close closes the mutex, releasing it if held.
+func (m *Mutex) Close() error { return m.f.Close() }
+
+// OpenBell returns the named wake-up for word, which must lie in a shared
+// region: on Linux a futex on the word itself; on other Unix systems a
+// FIFO named after name in the per-user directory; on Windows a named
+// auto-reset event. With wait set the caller waits on it; otherwise it
+// rings it.
+func OpenBell(word *uint32, name string, wait bool) (Doorbell, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	return openBell(word, name, wait)
+}

@@ -1,0 +1,77 @@
+//go:build windows
+
+package shm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/go-instance/instance/internal/rundir"
+	"golang.org/x/sys/windows"
+)
+
+// objectName is the Local\ name of the object of a kind and name, with a
+// hash of the user's SID so that another user's objects never collide.
+func objectName(kind, name string) (string, error) {
+	sid, err := userSID()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(sid))
+	return `Local\go-instance-` + hex.EncodeToString(sum[:6]) + "-" + kind + "-" + name, nil
+}
+
+var userSID = sync.OnceValues(func() (string, error) {
+	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return "", os.NewSyscallError("GetTokenUser", err)
+	}
+	return u.User.Sid.String(), nil
+})
+
+func create(name string, size int) (*Region, error) {
+	obj, err := objectName("shm", name)
+	if err != nil {
+		return nil, err
+	}
+	r, existed, err := createMapping(obj, size, false)
+	if err != nil {
+		return nil, err
+	}
+	if existed {
+		r.Close()
+		return nil, &fs.PathError{Op: "create", Path: obj, Err: fs.ErrExist}
+	}
+	return r, nil
+}
+
+func open(name string) (*Region, error) {
+	obj, err := objectName("shm", name)
+	if err != nil {
+		return nil, err
+	}
+	return openExisting(obj, 0)
+}
+
+// remove has nothing to do: a mapping's name goes with its last handle.
+func remove(string) error { return nil }
+
+func openMutexFile(name string) (*os.File, error) {
+	dir, err := rundir.User()
+	if err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, "mutex-"+name), os.O_RDWR|os.O_CREATE, 0o600)
+}
+
+func openBell(word *uint32, name string, wait bool) (Doorbell, error) {
+	obj, err := objectName("bell", name)
+	if err != nil {
+		return nil, err
+	}
+	return OpenEventBell(word, obj, 0o600, wait)
+}
