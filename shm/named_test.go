@@ -1,0 +1,158 @@
+package shm_test
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-instance/instance/shm"
+)
+
+// regionName is a name of this test alone, removed at its end.
+func regionName(t *testing.T) string {
+	name := uniqueName(t)
+	t.Cleanup(func() { shm.Remove(name) })
+	return name
+}
+
+func TestCreateOpen(t *testing.T) {
+	name := regionName(t)
+	if _, err := shm.Open(name); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Open of a missing region: %v, want fs.ErrNotExist", err)
+	}
+	r, err := shm.Create(name, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Size() != 10000 {
+		t.Errorf("Size %d, want 10000", r.Size())
+	}
+	if _, err := shm.Create(name, 10000); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("second Create: %v, want fs.ErrExist", err)
+	}
+	copy(r.Bytes(), "shared")
+	o, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if string(o.Bytes()[:6]) != "shared" || o.Size() < 10000 {
+		t.Errorf("Open sees %q in %d bytes", o.Bytes()[:6], o.Size())
+	}
+	c, err := shm.CreateOrOpen(name, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Size() < 10000 || string(c.Bytes()[:6]) != "shared" {
+		t.Error("CreateOrOpen did not open the existing region")
+	}
+}
+
+func TestCreateOrOpenCreates(t *testing.T) {
+	name := regionName(t)
+	r, err := shm.CreateOrOpen(name, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Size() != 4096 {
+		t.Errorf("Size %d, want 4096", r.Size())
+	}
+}
+
+func TestNamedInvalid(t *testing.T) {
+	for _, name := range []string{"", ".x", "-x", "a/b", `a\b`, "a b", strings.Repeat("n", 129)} {
+		if _, err := shm.Create(name, 10); !errors.Is(err, shm.ErrInvalidName) {
+			t.Errorf("Create(%q): %v, want ErrInvalidName", name, err)
+		}
+		if _, err := shm.OpenMutex(name); !errors.Is(err, shm.ErrInvalidName) {
+			t.Errorf("OpenMutex(%q): %v, want ErrInvalidName", name, err)
+		}
+	}
+	if _, err := shm.Create("ok-name", 0); err == nil {
+		t.Error("Create with size 0 succeeded")
+	}
+}
+
+func TestOpenFileModes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("hello, mapped file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rw, err := shm.OpenFile(path, shm.ReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(rw.Bytes(), "HELLO")
+	if err := rw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rw.Close()
+	ro, err := shm.OpenFile(path, shm.ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if string(ro.Bytes()) != "HELLO, mapped file" {
+		t.Errorf("read back %q", ro.Bytes())
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, nil, 0o600)
+	if r, err := shm.OpenFile(empty, shm.ReadOnly); err != nil || r.Size() != 0 {
+		t.Errorf("empty file: %v, %v", r, err)
+	}
+	if _, err := shm.OpenFile(filepath.Join(t.TempDir(), "missing"), shm.ReadOnly); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// Two Mutex values of one name exclude each other as two processes would,
+// and one value excludes its own goroutines.
+func TestMutexInProcess(t *testing.T) {
+	name := regionName(t)
+	a, err := shm.OpenMutex(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := shm.OpenMutex(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.TryLock(); ok || err != nil {
+		t.Fatalf("TryLock of a held mutex: %v, %v", ok, err)
+	}
+	if ok, err := a.TryLock(); ok || err != nil {
+		t.Fatalf("TryLock by another goroutine of the holder's value: %v, %v", ok, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := b.LockContext(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("LockContext of a held mutex: %v", err)
+	}
+	got := make(chan error)
+	go func() { got <- b.Lock() }()
+	if err := a.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unlock(); err == nil {
+		t.Error("Unlock of an unlocked mutex succeeded")
+	}
+}
