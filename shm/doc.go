@@ -1,25 +1,37 @@
-// Package shm provides the operating-system primitives of shared memory
-// that package instance builds on: mapped regions, kernel-released file
-// locks, and doorbells (a wake-up tied to a 32-bit word of a region).
+// Package shm is named shared memory for Go: regions that processes open by
+// name ([Create], [Open], [CreateOrOpen], [Remove]) or map from files
+// ([OpenFile], [MapFile]); typed access to a fixed-layout struct in a
+// region ([Value], with lock-free consistent snapshots); a named
+// cross-process [Mutex] that the kernel releases when its holder dies; and
+// doorbells, wake-ups tied to a 32-bit word of a region ([OpenBell]).
+// Package instance builds on it.
+//
+// Named objects belong to the user that made them: on Unix they are files
+// in a per-user directory ($XDG_RUNTIME_DIR/go-instance, else
+// <tempdir>/go-instance-<uid>, 0700, verified before use) and persist until
+// removed; on Windows they are Local\ kernel objects whose names carry a
+// hash of the user's SID, with a DACL for the user alone, and a region
+// vanishes with its last handle.
 //
 // # Linux
 //
-// Regions are files mapped MAP_SHARED, locks are flock(2), and the doorbell
-// is a futex on the word itself (not process-private, so it works across
-// processes that map the same file).
+// Regions are files mapped MAP_SHARED (tmpfs under $XDG_RUNTIME_DIR),
+// mutexes are flock(2) on a file, and the doorbell is a futex on the word
+// itself (not process-private, so it works across processes that map the
+// same file).
 //
 // # macOS, FreeBSD and other Unix systems
 //
-// Regions and locks as on Linux; the doorbell is a FIFO beside the region
-// ([OpenFIFOBell]), which Linux can use too.
+// Regions and mutexes as on Linux; the doorbell is a FIFO in the per-user
+// directory ([OpenFIFOBell]), which Linux can use too. AIX, which lacks
+// flock, is not supported.
 //
 // # Windows
 //
-// Regions are file mappings: of a file ([MapFile]) or named and backed by
-// the page file ([OpenMapping]), which lasts while a handle to it is open.
-// Locks are LockFileEx, and the doorbell is a named auto-reset event
-// ([OpenEventBell]). Named objects get a DACL for the current user alone,
-// or for everyone when shared.
+// Named regions are file mappings backed by the page file ([OpenMapping]);
+// [MapFile] and [OpenFile] map files. Mutexes are LockFileEx on a file in
+// %LocalAppData%\go-instance, and the doorbell is a named auto-reset event
+// ([OpenEventBell]).
 package shm
 
 import (

@@ -9,12 +9,8 @@ import (
 	"time"
 )
 
-// Named regions, mutexes and bells live per user: on Unix as files in the
-// per-user directory of package instance ($XDG_RUNTIME_DIR/go-instance, else
-// <tempdir>/go-instance-<uid>, created 0700 and verified); on Windows as
-// Local\ kernel objects whose names carry a hash of the user's SID, with a
-// DACL for the user alone. Names are 1 to 128 letters, digits, '.', '_' and
-// '-', not starting with '.' or '-'.
+// Names of regions, mutexes and bells are 1 to 128 letters, digits, '.',
+// '_' and '-', not starting with '.' or '-'.
 
 // ErrInvalidName reports a name that is not acceptable.
 var ErrInvalidName = errors.New("shm: invalid name")
@@ -206,7 +202,8 @@ func (m *Mutex) Unlock() error {
 	return err
 }
 
-// Close closes the mutex, releasing it if held.
+// Close closes the mutex, releasing it if held. (On Unix the mutex's lock
+// file stays, as a lock file must: removing it would let two holders in.)
 func (m *Mutex) Close() error { return m.f.Close() }
 
 // OpenBell returns the named wake-up for word, which must lie in a shared
