@@ -39,7 +39,7 @@ const (
 	envBell    = "INSTANCE_TEST_BELL"
 	envArgs    = "INSTANCE_TEST_ARGS" // file with the encoded arguments
 	envTimeout = "INSTANCE_TEST_TIMEOUT"
-	envServe   = "INSTANCE_TEST_SERVE" // as primary: "reply" (default) or "hang"
+	envServe   = "INSTANCE_TEST_SERVE" // as primary: "reply" (default), "quiet" (no MSG lines) or "hang"
 	envStall   = "INSTANCE_TEST_STALL" // as secondary: stop after sending this many chunks
 	envBarrier = "INSTANCE_TEST_BARRIER"
 	envSpawn   = "INSTANCE_TEST_SPAWN" // as primary: start a long-lived child process first
@@ -180,6 +180,9 @@ func childMain() int {
 	}()
 	var out sync.Mutex
 	inst.Serve(ctx, func(m *Message) Reply {
+		if os.Getenv(envServe) == "quiet" {
+			return Reply{Code: 3, Data: replyFor(m.Args)}
+		}
 		out.Lock()
 		fmt.Println("MSG", hex.EncodeToString(encodeArgs(m.Args)), hex.EncodeToString([]byte(m.Dir)))
 		for _, name := range slices.Sorted(maps.Keys(m.Env)) {
@@ -199,7 +202,7 @@ func childMain() int {
 
 // child is a re-executed test binary.
 type child struct {
-	t     *testing.T
+	t     testing.TB
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string
@@ -222,7 +225,7 @@ type childOpts struct {
 	key     string
 }
 
-func startChild(t *testing.T, o childOpts) *child {
+func startChild(t testing.TB, o childOpts) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	env := append(os.Environ(),
@@ -370,7 +373,7 @@ func payload(n int) []byte {
 	return b
 }
 
-func testDir(t *testing.T) string {
+func testDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "inst")
 	if err != nil {

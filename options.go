@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-instance/instance/handoff"
+	"github.com/go-instance/instance/internal/tuning"
 )
 
 // Scope says which launches count as the same application.
@@ -128,6 +129,9 @@ func newConfig(appID string, opts []Option) (*config, error) {
 		maxMessage: DefaultMaxMessage,
 		layout:     handoff.DefaultLayout,
 		bell:       defaultBell,
+	}
+	if tuning.PortableDoorbell && c.bell == bellFutex {
+		c.bell = bellFIFO
 	}
 	for _, o := range opts {
 		o(c)

@@ -1,0 +1,400 @@
+// Command bench measures the handoff of package instance against the
+// baseline every other single-instance library uses, a Unix domain socket,
+// both measured in the same run on the same machine:
+//
+//	go run ./examples/bench [-duration 2s] [-senders 16] [-launches 40] [-idle 10s]
+//
+// It prints a table, then one line per figure (medians and 99th
+// percentiles of many samples):
+//
+//	handoff_latency_us       Acquire in a secondary, from call to reply, primary in another process, 200 bytes of argv
+//	socket_latency_us        dial, write the same 200 bytes, read a 1-byte ack, close; Go server in another process
+//	secondary_process_ms     start a secondary process that forwards and exits
+//	hello_process_ms         start the same binary in a mode that only exits
+//	throughput_msgs_per_s    messages per second from -senders concurrent senders, both ways
+//	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
+//	portable_*               the latency lines again with the FIFO doorbell
+//
+// The program re-executes itself for the other processes; the figures are
+// ratios of numbers taken minutes apart at most, never absolute goals.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-instance/instance"
+	"github.com/go-instance/instance/internal/tuning"
+)
+
+const appID = "io.github.go-instance.bench"
+
+// args is 200 bytes of arguments, as a launch with a few paths sends.
+var args = []string{strings.Repeat("a", 66), strings.Repeat("b", 66), strings.Repeat("c", 68)}
+
+func main() {
+	if role := os.Getenv("BENCH_ROLE"); role != "" {
+		if err := child(role); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", role+":", err)
+			os.Exit(1)
+		}
+		return
+	}
+	duration := flag.Duration("duration", 2*time.Second, "how long each latency and throughput measurement runs")
+	senders := flag.Int("senders", 16, "concurrent senders for the throughput measurement")
+	launches := flag.Int("launches", 40, "process starts per kind")
+	idle := flag.Duration("idle", 10*time.Second, "how long the idle primary is watched")
+	flag.Parse()
+	if err := run(*duration, *senders, *launches, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// child runs one of the other processes, chosen by BENCH_ROLE.
+func child(role string) error {
+	dir := os.Getenv("BENCH_DIR")
+	switch role {
+	case "hello":
+		return nil
+	case "secondary":
+		inst, err := instance.Acquire(appID, instance.WithDir(dir), instance.WithArgs(args))
+		if err == nil && inst.IsPrimary() {
+			err = errors.New("became the primary")
+		}
+		return err
+	case "primary", "primary-fifo", "idle":
+		tuning.PortableDoorbell = role == "primary-fifo"
+		inst, err := instance.Acquire(appID, instance.WithDir(dir))
+		if err != nil {
+			return err
+		}
+		if !inst.IsPrimary() {
+			return errors.New("a primary is already running")
+		}
+		defer inst.Release()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
+			cancel()
+		}()
+		if role == "idle" {
+			return idleCPU(ctx, inst)
+		}
+		fmt.Println("ready")
+		inst.Serve(ctx, func(m *instance.Message) instance.Reply { return instance.Reply{Data: []byte{1}} })
+		return nil
+	case "server":
+		ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
+		if err != nil {
+			return err
+		}
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			ln.Close()
+		}()
+		fmt.Println("ready")
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return nil
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 200)
+				if _, err := io.ReadFull(c, buf); err == nil {
+					c.Write([]byte{1})
+				}
+			}()
+		}
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+// idleCPU reports the CPU time the primary uses while nothing happens.
+func idleCPU(ctx context.Context, inst *instance.Instance) error {
+	go inst.Serve(ctx, func(*instance.Message) instance.Reply { return instance.Reply{} })
+	time.Sleep(100 * time.Millisecond) // let start-up settle
+	before, err := cpuTime()
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	after, err := cpuTime()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, (after - before).Milliseconds())
+	return nil
+}
+
+// proc is a running child process.
+type proc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+func start(role, dir string) (*proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "BENCH_ROLE="+role, "BENCH_DIR="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("%s did not start: %q %v", role, line, err)
+	}
+	return &proc{cmd, stdin}, nil
+}
+
+func (p *proc) stop() error {
+	p.stdin.Close()
+	return p.cmd.Wait()
+}
+
+type stats struct{ median, p99 time.Duration }
+
+func summarize(d []time.Duration) stats {
+	slices.Sort(d)
+	return stats{d[len(d)/2], d[min(len(d)-1, len(d)*99/100)]}
+}
+
+// sample runs op until duration has passed (and at least 100 times) and
+// returns its times.
+func sample(duration time.Duration, op func() error) ([]time.Duration, error) {
+	var d []time.Duration
+	end := time.Now().Add(duration)
+	for len(d) < 100 || time.Now().Before(end) {
+		t := time.Now()
+		if err := op(); err != nil {
+			return nil, err
+		}
+		d = append(d, time.Since(t))
+	}
+	return d, nil
+}
+
+func handoff(dir string) error {
+	inst, err := instance.Acquire(appID, instance.WithDir(dir), instance.WithArgs(args))
+	if err == nil && inst.IsPrimary() {
+		inst.Release()
+		return errors.New("no primary")
+	}
+	return err
+}
+
+func dialSocket(dir string) error {
+	c, err := net.Dial("unix", filepath.Join(dir, "sock"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var msg [200]byte
+	if _, err := c.Write(msg[:]); err != nil {
+		return err
+	}
+	var ack [1]byte
+	_, err = io.ReadFull(c, ack[:])
+	return err
+}
+
+// throughput runs op from n goroutines for duration and returns
+// operations per second.
+func throughput(n int, duration time.Duration, op func() error) (float64, error) {
+	var count atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	end := time.Now().Add(duration)
+	t := time.Now()
+	for range n {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				if err := op(); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				count.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(count.Load()) / time.Since(t).Seconds(), firstErr
+}
+
+func launch(role, dir string) (time.Duration, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "BENCH_ROLE="+role, "BENCH_DIR="+dir)
+	cmd.Stderr = os.Stderr
+	t := time.Now()
+	err = cmd.Run()
+	return time.Since(t), err
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func run(duration time.Duration, senders, launches int, idle time.Duration) error {
+	dir, err := os.MkdirTemp("", "instance-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	server, err := start("server", dir)
+	if err != nil {
+		return err
+	}
+	defer server.stop()
+
+	latency := map[string]stats{}
+	for _, kind := range []string{"primary", "primary-fifo"} {
+		p, err := start(kind, dir)
+		if err != nil {
+			return err
+		}
+		// Alternate the two so that both see the same machine.
+		var h, s []time.Duration
+		for range 4 {
+			hd, err := sample(duration/4, func() error { return handoff(dir) })
+			if err != nil {
+				return err
+			}
+			sd, err := sample(duration/4, func() error { return dialSocket(dir) })
+			if err != nil {
+				return err
+			}
+			h, s = append(h, hd...), append(s, sd...)
+		}
+		latency[kind] = summarize(h)
+		latency[kind+"-socket"] = summarize(s)
+		if kind == "primary" {
+			var sec, hello []time.Duration
+			for range launches {
+				d, err := launch("secondary", dir)
+				if err != nil {
+					return err
+				}
+				sec = append(sec, d)
+				if d, err = launch("hello", dir); err != nil {
+					return err
+				}
+				hello = append(hello, d)
+			}
+			latency["secondary-process"], latency["hello-process"] = summarize(sec), summarize(hello)
+			hs, err := throughput(senders, duration, func() error { return handoff(dir) })
+			if err != nil {
+				return err
+			}
+			ss, err := throughput(senders, duration, func() error { return dialSocket(dir) })
+			if err != nil {
+				return err
+			}
+			latency["tp"] = stats{time.Duration(hs), time.Duration(ss)}
+		}
+		if err := p.stop(); err != nil {
+			return err
+		}
+	}
+
+	idleMS, err := idlePrimary(dir, idle)
+	if err != nil {
+		return err
+	}
+
+	h, s := latency["primary"], latency["primary-socket"]
+	ph, ps := latency["primary-fifo"], latency["primary-fifo-socket"]
+	sec, hello := latency["secondary-process"], latency["hello-process"]
+	hs, ss := float64(latency["tp"].median), float64(latency["tp"].p99)
+	fmt.Printf("instance bench: %s/%s, %d CPUs, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Printf("%-34s %12s %12s\n", "", "median", "p99")
+	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (futex doorbell)", us(h.median), us(h.p99))
+	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (FIFO doorbell)", us(ph.median), us(ph.p99))
+	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "unix socket round trip", us(s.median), us(s.p99))
+	fmt.Printf("%-34s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
+	fmt.Printf("%-34s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
+	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d senders", senders), hs)
+	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("socket throughput, %d senders", senders), ss)
+	fmt.Printf("%-34s %10dms\n\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
+
+	fmt.Printf("handoff_latency_us: median=%.1f p99=%.1f\n", us(h.median), us(h.p99))
+	fmt.Printf("socket_latency_us: median=%.1f p99=%.1f\n", us(s.median), us(s.p99))
+	fmt.Printf("handoff_vs_socket_latency_ratio: %.2f\n", us(h.median)/us(s.median))
+	fmt.Printf("secondary_process_ms: median=%.2f\n", ms(sec.median))
+	fmt.Printf("hello_process_ms: median=%.2f\n", ms(hello.median))
+	fmt.Printf("secondary_vs_hello_process_ratio: %.2f\n", ms(sec.median)/ms(hello.median))
+	fmt.Printf("throughput_msgs_per_s: handoff=%.0f socket=%.0f senders=%d\n", hs, ss, senders)
+	fmt.Printf("throughput_vs_socket_ratio: %.2f\n", hs/ss)
+	fmt.Printf("idle_primary_cpu_ms_10s: %d\n", idleMS)
+	fmt.Printf("portable_handoff_latency_us: median=%.1f p99=%.1f\n", us(ph.median), us(ph.p99))
+	fmt.Printf("portable_socket_latency_us: median=%.1f p99=%.1f\n", us(ps.median), us(ps.p99))
+	fmt.Printf("portable_handoff_vs_socket_latency_ratio: %.2f\n", us(ph.median)/us(ps.median))
+	return nil
+}
+
+// idlePrimary starts a primary, leaves it alone for idle, and returns the
+// CPU time it reports having used meanwhile.
+func idlePrimary(dir string, idle time.Duration) (int64, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "BENCH_ROLE=idle", "BENCH_DIR="+dir)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var report strings.Builder
+	cmd.Stderr = &report
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return 0, fmt.Errorf("idle primary did not start: %q %v", line, err)
+	}
+	time.Sleep(idle)
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("idle primary: %v: %s", err, report.String())
+	}
+	var n int64
+	if _, err := fmt.Sscan(report.String(), &n); err != nil {
+		return 0, fmt.Errorf("idle primary reported %q", report.String())
+	}
+	return n, nil
+}
