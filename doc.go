@@ -46,8 +46,8 @@
 // usable (in a Flatpak sandbox, the app's own runtime directory), else in
 // <tempdir>/go-instance-<uid>; either is created 0700, and its owner, mode
 // and type are verified before use. Machine scope uses /tmp. Per instance
-// there is a lock file (<name>.lock, never removed), the region
-// (<name>.shm), and for the FIFO doorbell <name>.bell and <name>.sNN. The
+// there is a lock file (<name>.lock, never removed) that also holds the
+// region, and for the FIFO doorbell <name>.bell and <name>.sNN. The
 // doorbell is a futex on a word of the region on Linux and a FIFO elsewhere.
 //
 // # Windows

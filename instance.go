@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-instance/instance/handoff"
@@ -106,9 +107,13 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-	defer cancel()
-	inst, err := acquire(ctx, cfg, f, lock, msg)
+	// A deadline, not a derived context: a context's timer would start the
+	// runtime's poller, which costs a secondary several system calls.
+	deadline := time.Now().Add(cfg.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	inst, err := acquire(ctx, deadline, cfg, f, lock, msg)
 	if err != nil || !inst.primary {
 		lock.Close()
 	}
@@ -125,7 +130,7 @@ type ownerLock interface {
 	Close() error // releases the lock too
 }
 
-func acquire(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []byte) (*Instance, error) {
+func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (*Instance, error) {
 	backoff := time.Millisecond
 	var lastErr error
 	for {
@@ -136,7 +141,7 @@ func acquire(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []b
 		if ok {
 			return becomePrimary(cfg, f, lock)
 		}
-		reply, err := send(ctx, cfg, f, lock, msg)
+		reply, err := send(ctx, deadline, cfg, f, lock, msg)
 		switch {
 		case err == nil:
 			code, data, err := handoff.DecodeReply(reply)
@@ -158,10 +163,14 @@ func acquire(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []b
 		default:
 			return nil, err
 		}
+		wait := min(backoff, time.Until(deadline))
+		if wait <= 0 {
+			return nil, timeoutError(ctx, lastErr)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, timeoutError(ctx, lastErr)
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, 20*time.Millisecond)
 	}
@@ -180,7 +189,7 @@ func timeoutError(ctx context.Context, last error) error {
 }
 
 // send forwards msg once through the region and returns the encoded reply.
-func send(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, err error) {
+func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, err error) {
 	reg, err := f.openRegion(cfg.layout.Size())
 	if err != nil {
 		return nil, err
@@ -188,13 +197,13 @@ func send(ctx context.Context, cfg *config, f *files, lock ownerLock, msg []byte
 	defer reg.Close()
 	// A region truncated under us faults on access: a lost message, not a
 	// crash.
-	if ferr := catchFault(func() { reply, err = sendMapped(ctx, cfg, f, lock, reg.Bytes(), msg) }); ferr != nil {
+	if ferr := catchFault(func() { reply, err = sendMapped(ctx, deadline, cfg, f, lock, reg.Bytes(), msg) }); ferr != nil {
 		return nil, fmt.Errorf("%w: %w", handoff.ErrLost, ferr)
 	}
 	return reply, err
 }
 
-func sendMapped(ctx context.Context, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
+func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
 	view, err := handoff.Attach(b)
 	if errors.Is(err, handoff.ErrNotReady) {
 		nudge(f, b)
@@ -220,7 +229,6 @@ func sendMapped(ctx context.Context, cfg *config, f *files, lock ownerLock, b []
 	if testHookChunkSent != nil {
 		ring = &hookBell{Bell: primaryBell, hook: testHookChunkSent}
 	}
-	deadline, _ := ctx.Deadline()
 	s := &handoff.Sender{
 		Region:  view,
 		Primary: ring,
@@ -410,7 +418,7 @@ func newMessage(m *handoff.Message) *Message {
 }
 
 func (c *config) encodeMessage() ([]byte, error) {
-	dir, err := os.Getwd()
+	dir, err := syscall.Getwd() // os.Getwd would also stat $PWD and "."
 	if err != nil {
 		dir = ""
 	}

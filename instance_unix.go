@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/go-instance/instance/handoff"
 	"github.com/go-instance/instance/internal/rundir"
@@ -27,12 +28,15 @@ var defaultBell = func() uint32 {
 	return bellFIFO
 }()
 
-// files names an instance's objects: <dir>/<base>.lock, .shm, and for the
-// FIFO doorbell .bell and .sNN (one per slot, made when first used).
+// files names an instance's objects: <dir>/<base>.lock, which is both the
+// lock and the shared region (one file to open and check, not two), and
+// for the FIFO doorbell <base>.bell and <base>.sNN (one per slot, made when
+// first used).
 type files struct {
 	prefix string      // <dir>/<base>
 	perm   fs.FileMode // of the files created
 	shared bool        // machine scope: files of other users are expected
+	lock   *os.File    // the lock file, once openLock has opened it
 }
 
 func openFiles(c *config, appID string) (*files, error) {
@@ -41,14 +45,7 @@ func openFiles(c *config, appID string) (*files, error) {
 	var err error
 	switch {
 	case c.dir != "":
-		dir = c.dir
-		st, err := os.Stat(dir)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
-		}
-		if !st.IsDir() {
-			return nil, fmt.Errorf("%w: %s is not a directory", ErrLockUnavailable, dir)
-		}
+		dir = c.dir // opening the lock file tells if it is no directory
 	case c.scope == ScopeMachine:
 		// /tmp, not os.TempDir: on macOS $TMPDIR is per user.
 		dir, f.perm, f.shared = "/tmp", 0o666, true
@@ -100,6 +97,7 @@ func (f *files) openLock() (ownerLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
+	f.lock = lock
 	return flockLock{lock}, nil
 }
 
@@ -109,63 +107,47 @@ type flockLock struct{ f *os.File }
 func (l flockLock) TryLock() (bool, error) { return shm.TryLockFile(l.f) }
 func (l flockLock) Close() error           { return l.f.Close() }
 
-// createRegion opens or creates the region file for a new primary, gives
-// it its size and maps it.
+// createRegion gives the lock file, which a new primary holds, the
+// region's size and maps it.
 func (f *files) createRegion(size int) (*shm.Region, error) {
-	rf, err := f.open(f.prefix+".shm", true)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
-	}
-	defer rf.Close()
-	if st, err := rf.Stat(); err != nil || st.Size() != int64(size) {
-		if err := rf.Truncate(int64(size)); err != nil {
+	if st, err := f.lock.Stat(); err != nil || st.Size() != int64(size) {
+		if err := f.lock.Truncate(int64(size)); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	return shm.MapFile(rf, 0, size, true)
+	return shm.MapFile(f.lock, 0, size, true)
 }
 
-// restoreRegion gives the region file back its size after another process
+// restoreRegion gives the region back its size after another process
 // truncated or grew it.
 func (f *files) restoreRegion(size int) {
-	if rf, err := f.open(f.prefix+".shm", false); err == nil {
-		if st, err := rf.Stat(); err == nil && st.Size() != int64(size) {
-			rf.Truncate(int64(size))
-		}
-		rf.Close()
+	if st, err := f.lock.Stat(); err == nil && st.Size() != int64(size) {
+		f.lock.Truncate(int64(size))
 	}
 }
 
-// openRegion maps the region for a secondary. A missing file means the
-// primary has not made it yet.
+// openRegion maps the region for a secondary, through the lock file it has
+// open.
 func (f *files) openRegion(size int) (*shm.Region, error) {
-	rf, err := f.open(f.prefix+".shm", false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
-	}
-	defer rf.Close()
-	st, err := rf.Stat()
+	st, err := f.lock.Stat()
 	if err != nil {
 		return nil, err
 	}
 	n := st.Size()
 	if n < handoff.HeaderSize {
-		// Too short to hold even a header, yet the lock is held: the file
-		// was truncated under its primary, or the primary is creating it.
-		// Give it back its size (zeros, which the primary reads as damage
-		// and repairs) so that the primary can be woken.
+		// Too short to hold even a header, yet the lock is held: the
+		// primary is about to size the file, or it was truncated under the
+		// primary. Give it its size (zeros, which the primary reads as
+		// damage and repairs) so that the primary can be woken.
 		n = int64(size)
-		if err := rf.Truncate(n); err != nil {
+		if err := f.lock.Truncate(n); err != nil {
 			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
 		}
 	}
 	if n > 1<<30 {
-		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, rf.Name(), n)
+		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, f.lock.Name(), n)
 	}
-	return shm.MapFile(rf, 0, int(n), true)
+	return shm.MapFile(f.lock, 0, int(n), true)
 }
 
 // open opens path read-write without following a symbolic link, creating
@@ -218,8 +200,8 @@ func (f *files) check(file *os.File) error {
 		why = "is not a regular file"
 	case f.shared:
 		return nil
-	case int(st.Uid) != os.Geteuid():
-		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, os.Geteuid())
+	case int(st.Uid) != euid():
+		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, euid())
 	case st.Mode&0o077 != 0:
 		if err := unix.Fchmod(int(file.Fd()), uint32(f.perm)); err != nil {
 			return &fs.PathError{Op: "chmod", Path: file.Name(), Err: err}
@@ -230,6 +212,8 @@ func (f *files) check(file *os.File) error {
 	}
 	return &fs.PathError{Op: "open", Path: file.Name(), Err: errors.New(why)}
 }
+
+var euid = sync.OnceValue(os.Geteuid)
 
 func retryEINTR(fn func() (int, error)) (int, error) {
 	for {

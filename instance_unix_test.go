@@ -27,10 +27,10 @@ func prefixFor(t *testing.T, dir string) string {
 	return f.prefix
 }
 
-// A symbolic link in place of the lock or the region is refused, and the
-// file it points to is left alone.
+// A symbolic link in place of the lock file (which holds the region) is
+// refused, and the file it points to is left alone.
 func TestSymlinkRefused(t *testing.T) {
-	for _, ext := range []string{".lock", ".shm"} {
+	for _, ext := range []string{".lock"} {
 		t.Run(ext, func(t *testing.T) {
 			dir := testDir(t)
 			target := filepath.Join(dir, "target")
@@ -61,7 +61,7 @@ func TestDamagedRegionReinitialised(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := testDir(t)
-			if err := os.WriteFile(prefixFor(t, dir)+".shm", content, 0o600); err != nil {
+			if err := os.WriteFile(prefixFor(t, dir)+".lock", content, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			_, rec := servePrimary(t, dir, defaultBell)
@@ -93,7 +93,7 @@ func TestRegionDamagedWhileServing(t *testing.T) {
 			forEachBell(t, func(t *testing.T, bell uint32) {
 				dir := testDir(t)
 				inst, rec := servePrimary(t, dir, bell)
-				f, err := os.OpenFile(prefixFor(t, dir)+".shm", os.O_RDWR, 0)
+				f, err := os.OpenFile(prefixFor(t, dir)+".lock", os.O_RDWR, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
