@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -347,9 +348,15 @@ func (inst *Instance) wakeSlot(i int) {
 func (inst *Instance) receive() {
 	defer close(inst.recvDone)
 	for {
-		seen, open := inst.poll()
+		seen, open, queued := inst.poll()
 		if !open {
 			return
+		}
+		if queued {
+			// Let Serve, just made runnable on this thread, answer before
+			// this goroutine sleeps in the kernel: a handoff to another
+			// thread costs the secondary more than the answer takes.
+			runtime.Gosched()
 		}
 		if err := inst.bell.Wait(seen, -1); err != nil {
 			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
@@ -359,12 +366,12 @@ func (inst *Instance) receive() {
 
 // poll runs one round of the receiver and returns the doorbell word as it
 // was before the round, to wait on; open is false once the instance is
-// closing.
-func (inst *Instance) poll() (seen uint32, open bool) {
+// closing, queued true if messages were queued.
+func (inst *Instance) poll() (seen uint32, open, queued bool) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.closing {
-		return 0, false
+		return 0, false, false
 	}
 	var done []handoff.Incoming
 	if err := catchFault(func() {
@@ -375,7 +382,7 @@ func (inst *Instance) poll() (seen uint32, open bool) {
 		done, _ = inst.rc.Poll()
 	}); err != nil {
 		catchFault(inst.repair) // the next ring tries again if this faults too
-		return seen, true
+		return seen, true, false
 	}
 	for _, in := range done {
 		p := &pending{in: in, rc: inst.rc}
@@ -393,7 +400,7 @@ func (inst *Instance) poll() (seen uint32, open bool) {
 		default:
 		}
 	}
-	return seen, true
+	return seen, true, len(done) > 0
 }
 
 // repair restores a region that another process damaged (changed its

@@ -37,6 +37,7 @@ type files struct {
 	perm   fs.FileMode // of the files created
 	shared bool        // machine scope: files of other users are expected
 	lock   *os.File    // the lock file, once openLock has opened it
+	size   int64       // its size when opened, until openRegion uses it; else -1
 }
 
 func openFiles(c *config, appID string) (*files, error) {
@@ -129,11 +130,15 @@ func (f *files) restoreRegion(size int) {
 // openRegion maps the region for a secondary, through the lock file it has
 // open.
 func (f *files) openRegion(size int) (*shm.Region, error) {
-	st, err := f.lock.Stat()
-	if err != nil {
-		return nil, err
+	n := f.size // known from opening, the first time
+	f.size = -1
+	if n < 0 {
+		st, err := f.lock.Stat()
+		if err != nil {
+			return nil, err
+		}
+		n = st.Size()
 	}
-	n := st.Size()
 	if n < handoff.HeaderSize {
 		// Too short to hold even a header, yet the lock is held: the
 		// primary is about to size the file, or it was truncated under the
@@ -194,6 +199,7 @@ func (f *files) check(file *os.File) error {
 	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 		return &fs.PathError{Op: "fstat", Path: file.Name(), Err: err}
 	}
+	f.size = st.Size
 	var why string
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
