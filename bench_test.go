@@ -1,6 +1,8 @@
 package instance
 
 import (
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +37,46 @@ func BenchmarkHandoff(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkHandoffParallel: many senders at once, against one primary.
+func BenchmarkHandoffParallel(b *testing.B) {
+	dir := benchPrimary(b, defaultBell)
+	b.SetParallelism(8) // 8 x GOMAXPROCS senders
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			inst, err := Acquire(testAppID, WithDir(dir), WithArgs(benchArgs))
+			if err != nil || inst.IsPrimary() {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkLaunchSecondary: a whole secondary process, from start to exit
+// with the reply, against BenchmarkLaunchHello, the same binary started
+// to exit at once.
+func BenchmarkLaunchSecondary(b *testing.B) {
+	dir := benchPrimary(b, defaultBell)
+	b.ResetTimer()
+	for b.Loop() {
+		c := startChild(b, childOpts{dir: dir, args: benchArgs})
+		if l := c.next(20 * time.Second); !strings.HasPrefix(l, "SECONDARY ") {
+			b.Fatalf("%q, want SECONDARY", l)
+		}
+		c.cmd.Wait()
+	}
+}
+
+func BenchmarkLaunchHello(b *testing.B) {
+	for b.Loop() {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), envRole+"=hello")
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

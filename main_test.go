@@ -55,6 +55,8 @@ func TestMain(m *testing.M) {
 	case "sleep":
 		time.Sleep(time.Minute)
 		os.Exit(0)
+	case "hello":
+		os.Exit(0)
 	default:
 		os.Exit(childMain())
 	}
