@@ -13,10 +13,14 @@ import (
 	"github.com/go-instance/instance/shm"
 )
 
-// regionName is a name of this test alone, removed at its end.
+// regionName is a name of this test alone; its region and mutex files are
+// removed at its end.
 func regionName(t *testing.T) string {
 	name := uniqueName(t)
-	t.Cleanup(func() { shm.Remove(name) })
+	t.Cleanup(func() {
+		shm.Remove(name)
+		shm.RemoveMutexFile(name)
+	})
 	return name
 }
 

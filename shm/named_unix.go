@@ -85,8 +85,10 @@ func remove(name string) error {
 	return os.Remove(path)
 }
 
+func mutexPath(name string) (string, error) { return namedPath("mutex", name) }
+
 func openMutexFile(name string) (*os.File, error) {
-	path, err := namedPath("mutex", name)
+	path, err := mutexPath(name)
 	if err != nil {
 		return nil, err
 	}

@@ -60,12 +60,20 @@ func open(name string) (*Region, error) {
 // remove has nothing to do: a mapping's name goes with its last handle.
 func remove(string) error { return nil }
 
-func openMutexFile(name string) (*os.File, error) {
+func mutexPath(name string) (string, error) {
 	dir, err := rundir.User()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "mutex-"+name), nil
+}
+
+func openMutexFile(name string) (*os.File, error) {
+	path, err := mutexPath(name)
 	if err != nil {
 		return nil, err
 	}
-	return os.OpenFile(filepath.Join(dir, "mutex-"+name), os.O_RDWR|os.O_CREATE, 0o600)
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 }
 
 func openBell(word *uint32, name string, wait bool) (Doorbell, error) {
