@@ -141,7 +141,7 @@ func childMain() int {
 		testHookChunkSent = func(chunk int) {
 			if chunk == n {
 				fmt.Println("STALLED")
-				select {}
+				time.Sleep(time.Hour) // until killed (select{} would be a deadlock on Windows)
 			}
 		}
 	}
@@ -264,19 +264,29 @@ func startChild(t testing.TB, o childOpts) *child {
 		o.timeout = 20 * time.Second
 		env = append(env, envTimeout+"="+o.timeout.String())
 	}
-	cmd.Env = env
-	cmd.Dir = o.workdir
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	// Wine sometimes fails to start a process when many start at once
+	// ("Internal error"): try again, with a fresh Cmd, before giving up.
+	var stdin io.WriteCloser
+	var stdout io.ReadCloser
+	for try := 0; ; try++ {
+		cmd.Env = env
+		cmd.Dir = o.workdir
+		cmd.Stderr = os.Stderr
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if stdout, err = cmd.StdoutPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if err = cmd.Start(); err == nil {
+			break
+		}
+		if try == 4 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		cmd = exec.Command(cmd.Path, cmd.Args[1:]...)
 	}
 	c := &child{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 64), args: o.args}
 	go func() {
