@@ -1,0 +1,85 @@
+package instance
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// usage counts what this process holds: open descriptors, mappings of
+// files in dir, and goroutines.
+type usage struct{ fds, maps, goroutines int }
+
+func currentUsage(t *testing.T, dir string) usage {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return usage{len(fds), strings.Count(string(maps), dir), runtime.NumGoroutine()}
+}
+
+// settled waits for exited goroutines to be gone and returns the usage.
+func settled(t *testing.T, dir string, want usage) usage {
+	t.Helper()
+	var u usage
+	for range 100 {
+		if u = currentUsage(t, dir); u.goroutines <= want.goroutines {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return u
+}
+
+// Acquire and Release as the primary, and Acquire as a secondary, give
+// back every descriptor, mapping and goroutine they take.
+func TestNoLeaks(t *testing.T) {
+	n := 10000
+	if testing.Short() {
+		n = 1000
+	}
+	dir := testDir(t)
+	cycle := func() {
+		inst, err := Acquire(testAppID, WithDir(dir), WithArgs(nil))
+		if err != nil || !inst.IsPrimary() {
+			t.Fatal(err)
+		}
+		if err := inst.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // the first use starts what stays (the runtime's poller, say)
+	before := currentUsage(t, dir)
+	for range n {
+		cycle()
+	}
+	if after := settled(t, dir, before); after != before {
+		t.Errorf("after %d Acquire/Release cycles: %+v, before %+v", n, after, before)
+	}
+
+	p := startChild(t, childOpts{dir: dir, serve: "quiet", args: []string{"primary"}})
+	if l := p.next(20 * time.Second); l != "PRIMARY" {
+		t.Fatalf("%q, want PRIMARY", l)
+	}
+	send := func() {
+		inst, err := Acquire(testAppID, WithDir(dir), WithArgs([]string{"x"}))
+		if err != nil || inst.IsPrimary() {
+			t.Fatal(err)
+		}
+	}
+	send()
+	before = currentUsage(t, dir)
+	for range n {
+		send()
+	}
+	if after := settled(t, dir, before); after != before {
+		t.Errorf("after %d messages forwarded: %+v, before %+v", n, after, before)
+	}
+}
