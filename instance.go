@@ -358,10 +358,27 @@ func (inst *Instance) receive() {
 			// thread costs the secondary more than the answer takes.
 			runtime.Gosched()
 		}
+		if busyAfterWork(inst.view.BellWord(), seen) {
+			continue // rung again meanwhile: no need to sleep
+		}
 		if err := inst.bell.Wait(seen, -1); err != nil {
 			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
 		}
 	}
+}
+
+// busyAfterWork watches the doorbell word for a moment after a round of
+// work, when more rings tend to follow (a reply's acknowledgement, the next
+// chunk, other launches), and reports whether it changed. An idle primary
+// never spins: only a round that was rung for does.
+func busyAfterWork(word *uint32, seen uint32) bool {
+	const spin = 20 * time.Microsecond
+	for end := time.Now().Add(spin); time.Now().Before(end); runtime.Gosched() {
+		if atomic.LoadUint32(word) != seen {
+			return true
+		}
+	}
+	return false
 }
 
 // poll runs one round of the receiver and returns the doorbell word as it

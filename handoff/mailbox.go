@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -93,6 +94,10 @@ func chunkCRC(seq, n, flags uint32, total uint64, data []byte) uint32 {
 // CheckEvery is the longest a sender waits between calls to its Check
 // function and re-reads of the region's generation.
 const CheckEvery = 50 * time.Millisecond
+
+// spinFor is how long a sender keeps looking at its slot before it sleeps
+// on the bell.
+const spinFor = 50 * time.Microsecond
 
 // staleAfter is how long a slot must stand still before the primary asks
 // whether its claimant is still alive.
@@ -249,6 +254,7 @@ func (s *Sender) ring() error {
 func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint32, error) {
 	state := s.Region.slotState(c.i)
 	lastCheck := time.Now()
+	spinUntil := lastCheck.Add(spinFor)
 	for {
 		v := atomic.LoadUint64(state)
 		cur, ok := c.owns(v)
@@ -270,6 +276,13 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 			if err := s.Check(); err != nil {
 				return cur, err
 			}
+		}
+		if now.Before(spinUntil) {
+			// The primary usually answers within tens of microseconds:
+			// looking again is cheaper than sleeping in the kernel and
+			// being woken.
+			runtime.Gosched()
+			continue
 		}
 		if err := bell.Wait(uint32(v), min(deadline.Sub(now), CheckEvery)); err != nil {
 			return cur, err
