@@ -88,9 +88,13 @@ func Acquire(appID string, opts ...Option) (*Instance, error) {
 // AcquireContext is Acquire bounded by ctx as well as by WithTimeout.
 //
 // A nil error means the outcome is decided: IsPrimary tells which. A
-// secondary's message was delivered exactly once and answered; Reply has
-// the answer. Errors wrap the package's sentinels; in no case is a message
-// delivered and the error reported as well.
+// secondary's message was delivered once and answered; Reply has the
+// answer. Errors wrap the package's sentinels. Most mean that nothing was
+// delivered; ErrTimeout (the primary did not answer in time), ErrTooLarge
+// for a reply over WithMaxMessage, and ErrIncompatible for a reply that
+// did not arrive whole can also come after the primary received the
+// message. If the primary dies after receiving it, the message goes again
+// to the next primary, which may be this process.
 func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instance, error) {
 	cfg, err := newConfig(appID, opts)
 	if err != nil {
@@ -158,7 +162,9 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 			return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
 		case errors.Is(err, handoff.ErrTimeout), ctx.Err() != nil:
 			return nil, timeoutError(ctx, err)
-		case errors.Is(err, handoff.ErrNotReady), errors.Is(err, handoff.ErrLost), errors.Is(err, handoff.ErrMalformed):
+		case errors.Is(err, handoff.ErrMalformed): // a reply that did not arrive whole
+			return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
+		case errors.Is(err, handoff.ErrNotReady), errors.Is(err, handoff.ErrLost):
 			// The primary is starting, stopping or was replaced: look again.
 			lastErr = err
 		default:
@@ -323,7 +329,12 @@ func (inst *Instance) initRegion() error {
 	}
 	inst.view = view
 	inst.rc = handoff.NewReceiver(view, inst.cfg.maxMessage, inst.wakeSlot, processAlive)
-	inst.slotBells = make([]shm.Doorbell, inst.cfg.layout.Slots)
+	// Messages queued through the old receiver cannot be answered: their
+	// senders see their slots reset and send them again.
+	inst.queue = nil
+	if inst.slotBells == nil {
+		inst.slotBells = make([]shm.Doorbell, inst.cfg.layout.Slots)
+	}
 	for i := range inst.slotBells {
 		inst.wakeSlot(i)
 	}
@@ -348,7 +359,7 @@ func (inst *Instance) wakeSlot(i int) {
 func (inst *Instance) receive() {
 	defer close(inst.recvDone)
 	for {
-		seen, open, queued := inst.poll()
+		word, seen, open, queued := inst.poll()
 		if !open {
 			return
 		}
@@ -358,7 +369,8 @@ func (inst *Instance) receive() {
 			// thread costs the secondary more than the answer takes.
 			runtime.Gosched()
 		}
-		if busyAfterWork(inst.view.BellWord(), seen) {
+		var rung bool
+		if catchFault(func() { rung = busyAfterWork(word, seen) }) == nil && rung {
 			continue // rung again meanwhile: no need to sleep
 		}
 		if err := inst.bell.Wait(seen, -1); err != nil {
@@ -381,15 +393,18 @@ func busyAfterWork(word *uint32, seen uint32) bool {
 	return false
 }
 
-// poll runs one round of the receiver and returns the doorbell word as it
-// was before the round, to wait on; open is false once the instance is
-// closing, queued true if messages were queued.
-func (inst *Instance) poll() (seen uint32, open, queued bool) {
+// poll runs one round of the receiver and returns the doorbell word and
+// its value before the round, to wait on; open is false once the instance
+// is closing, queued true if messages were queued.
+func (inst *Instance) poll() (word *uint32, seen uint32, open, queued bool) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.closing {
-		return 0, false, false
+		return nil, 0, false, false
 	}
+	// The word stays where it is: a repair lays a new region over the same
+	// mapping.
+	word = inst.view.BellWord()
 	var done []handoff.Incoming
 	if err := catchFault(func() {
 		seen = atomic.LoadUint32(inst.view.BellWord())
@@ -399,7 +414,7 @@ func (inst *Instance) poll() (seen uint32, open, queued bool) {
 		done, _ = inst.rc.Poll()
 	}); err != nil {
 		catchFault(inst.repair) // the next ring tries again if this faults too
-		return seen, true, false
+		return word, seen, true, false
 	}
 	for _, in := range done {
 		p := &pending{in: in, rc: inst.rc}
@@ -412,12 +427,17 @@ func (inst *Instance) poll() (seen uint32, open, queued bool) {
 		inst.queue = append(inst.queue, p)
 	}
 	if len(done) > 0 {
-		select {
-		case inst.notify <- struct{}{}:
-		default:
-		}
+		inst.signalQueued()
 	}
-	return seen, true, len(done) > 0
+	return word, seen, true, len(done) > 0
+}
+
+// signalQueued wakes a waiting Serve, if any.
+func (inst *Instance) signalQueued() {
+	select {
+	case inst.notify <- struct{}{}:
+	default:
+	}
 }
 
 // repair restores a region that another process damaged (changed its
@@ -488,6 +508,9 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			p = inst.queue[0]
 			inst.queue[0] = nil
 			inst.queue = inst.queue[1:]
+			if len(inst.queue) > 0 {
+				inst.signalQueued() // another Serve may take the next one now
+			}
 		}
 		inst.mu.Unlock()
 		if p != nil {
@@ -550,7 +573,7 @@ func nudge(f *files, b []byte) {
 	if word == nil {
 		return
 	}
-	for _, kind := range []uint32{bellFutex, bellFIFO} {
+	for _, kind := range []uint32{bellFutex, bellFIFO, bellEvent} { // the ones this OS lacks fail
 		if bell, err := f.doorbell(word, kind, -1, false); err == nil {
 			bell.Ring()
 			bell.Close()
@@ -559,10 +582,13 @@ func nudge(f *files, b []byte) {
 }
 
 // Release gives up being the primary: messages not yet answered are left to
-// their senders, which retry with the next primary. The lock file stays
-// (removing it would let two primaries run); the shared region stays for
-// the next primary to re-initialise. Release is a no-op for a secondary and
-// when called again.
+// their senders, which send them again, to the next primary. That includes
+// a message whose handler is still running: its answer can no longer be
+// sent. To stop from a handler (a --quit command, say), answer it, cancel
+// Serve's context, and call Release once Serve has returned. The lock file
+// stays (removing it would let two primaries run); the shared region stays
+// for the next primary to re-initialise. Release is a no-op for a secondary
+// and when called again.
 func (inst *Instance) Release() error {
 	if !inst.primary {
 		return nil
@@ -575,7 +601,7 @@ func (inst *Instance) Release() error {
 	inst.closing = true
 	inst.mu.Unlock()
 	close(inst.closed)
-	atomic.AddUint32(inst.view.BellWord(), 1)
+	catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
 	inst.bell.Ring()
 	<-inst.recvDone
 

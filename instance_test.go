@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -514,4 +515,36 @@ func TestMachineScope(t *testing.T) {
 	go inst.Serve(context.Background(), func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
 	s := startChild(t, childOpts{scope: "machine", key: key, args: []string{"to the machine"}})
 	checkSecondary(t, s, s.next(20*time.Second))
+}
+
+// Serve called from two goroutines handles two messages at once: a slow
+// handler does not hold up the other.
+func TestServeConcurrently(t *testing.T) {
+	dir := testDir(t)
+	inst, err := Acquire(testAppID, WithDir(dir), WithArgs(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Release()
+	var running atomic.Int32
+	both := make(chan struct{})
+	h := func(m *Message) Reply {
+		if running.Add(1) == 2 {
+			close(both)
+		}
+		select {
+		case <-both:
+			return Reply{Code: 3, Data: replyFor(m.Args)}
+		case <-time.After(10 * time.Second):
+			return Reply{Code: 1} // the other message never reached a handler
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go inst.Serve(ctx, h)
+	go inst.Serve(ctx, h)
+	a := startChild(t, childOpts{dir: dir, args: []string{"a"}})
+	b := startChild(t, childOpts{dir: dir, args: []string{"b"}})
+	checkSecondary(t, a, a.next(20*time.Second))
+	checkSecondary(t, b, b.next(20*time.Second))
 }

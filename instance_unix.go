@@ -116,7 +116,11 @@ func (f *files) createRegion(size int) (*shm.Region, error) {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	return shm.MapFile(f.lock, 0, size, true)
+	r, err := shm.MapFile(f.lock, 0, size, true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	return r, nil
 }
 
 // restoreRegion gives the region back its size after another process
@@ -135,7 +139,7 @@ func (f *files) openRegion(size int) (*shm.Region, error) {
 	if n < 0 {
 		st, err := f.lock.Stat()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 		n = st.Size()
 	}
@@ -152,7 +156,11 @@ func (f *files) openRegion(size int) (*shm.Region, error) {
 	if n > 1<<30 {
 		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, f.lock.Name(), n)
 	}
-	return shm.MapFile(f.lock, 0, int(n), true)
+	r, err := shm.MapFile(f.lock, 0, int(n), true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	return r, nil
 }
 
 // open opens path read-write without following a symbolic link, creating

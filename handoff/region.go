@@ -130,9 +130,10 @@ type Owner struct {
 // the header when the view is made, so later writes to the header cannot
 // move a bounds check.
 type Region struct {
-	b      []byte
-	layout Layout
-	gen    uint64
+	b        []byte
+	layout   Layout
+	gen      uint64
+	bellKind uint32
 }
 
 // Init lays out a fresh region over b (len(b) must be l.Size()) for the
@@ -148,7 +149,7 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 	if err := aligned(b); err != nil {
 		return nil, err
 	}
-	r := &Region{b: b, layout: l, gen: gen}
+	r := &Region{b: b, layout: l, gen: gen, bellKind: bellKind}
 	atomic.StoreUint32(r.u32(offState), stateInitialising)
 	atomic.StoreUint64(r.u64(offMagic), Magic)
 	atomic.StoreUint32(r.u32(offVersion), Version)
@@ -160,12 +161,17 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 	atomic.StoreUint64(r.u64(offOwnerStart), uint64(owner.Start))
 	atomic.StoreUint32(r.u32(offBellKind), bellKind)
 	for i := range l.Slots {
-		// Keep each slot's sequence number across generations so that a
-		// sender of the old generation never mistakes a new claim for its
-		// own; clear the state.
+		// Free each slot with a new sequence number, so that a claim of the
+		// old generation never matches one of the new, even one made while
+		// this runs: compare-and-swap, not a plain store over it.
 		v := r.slotState(i)
-		_, seq, _ := parts(atomic.LoadUint64(v))
-		atomic.StoreUint64(v, mk(0, seq, stFree))
+		for {
+			old := atomic.LoadUint64(v)
+			_, seq, _ := parts(old)
+			if atomic.CompareAndSwapUint64(v, old, mk(0, seq+1, stFree)) {
+				break
+			}
+		}
 	}
 	atomic.StoreUint32(r.u32(offState), stateReady)
 	return r, nil
@@ -204,6 +210,7 @@ func Attach(b []byte) (*Region, error) {
 		return nil, fmt.Errorf("%w: state %d", ErrNotReady, s)
 	}
 	r.gen = atomic.LoadUint64(r.u64(offGeneration))
+	r.bellKind = atomic.LoadUint32(r.u32(offBellKind))
 	r.layout = Layout{
 		Slots:    int(atomic.LoadUint32(r.u32(offSlots))),
 		SlotData: int(atomic.LoadUint32(r.u32(offSlotData))),
@@ -252,7 +259,7 @@ func (r *Region) Owner() Owner {
 }
 
 // BellKind is the doorbell mechanism the primary chose.
-func (r *Region) BellKind() uint32 { return atomic.LoadUint32(r.u32(offBellKind)) }
+func (r *Region) BellKind() uint32 { return r.bellKind }
 
 // BellWord is the primary's doorbell word: senders increment it and ring.
 func (r *Region) BellWord() *uint32 { return r.u32(offBell) }
@@ -286,7 +293,8 @@ func (r *Region) HeaderIntact() bool {
 		atomic.LoadUint32(r.u32(offVersion)) == Version &&
 		atomic.LoadUint64(r.u64(offSize)) == uint64(len(r.b)) &&
 		atomic.LoadUint32(r.u32(offSlots)) == uint32(r.layout.Slots) &&
-		atomic.LoadUint32(r.u32(offSlotData)) == uint32(r.layout.SlotData)
+		atomic.LoadUint32(r.u32(offSlotData)) == uint32(r.layout.SlotData) &&
+		atomic.LoadUint32(r.u32(offBellKind)) == r.bellKind
 }
 
 func (r *Region) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.b[off])) }
