@@ -44,6 +44,12 @@ func openEventBell(word *uint32, name string, perm fs.FileMode, wait bool) (Door
 	if h == 0 {
 		return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
 	}
+	if errors.Is(err, windows.ERROR_ALREADY_EXISTS) && perm&0o077 == 0 {
+		if err := winapi.CheckOwner(h); err != nil {
+			windows.CloseHandle(h)
+			return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+		}
+	}
 	b.h = h
 	return b, nil
 }

@@ -65,23 +65,31 @@ func view(h windows.Handle, access uint32, offset int64, size int, name string) 
 
 func openMapping(name string, size int, perm fs.FileMode, create bool) (*Region, error) {
 	if !create {
-		return openExisting(name, size)
+		return openExisting(name, size, perm&0o077 != 0)
 	}
 	r, _, err := createMapping(name, size, perm&0o077 != 0)
 	return r, err
 }
 
 // openExisting maps the existing mapping name: size bytes of it, or all of
-// it (in whole pages) when size is 0.
-func openExisting(name string, size int) (*Region, error) {
+// it (in whole pages) when size is 0. Unless shared, it must be the
+// current user's.
+func openExisting(name string, size int, shared bool) (*Region, error) {
 	name16, err := windows.UTF16PtrFromString(name)
 	if err != nil {
 		return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
 	}
 	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
-	h, err := winapi.OpenFileMapping(access, false, name16)
+	// READ_CONTROL, to read the owner.
+	h, err := winapi.OpenFileMapping(access|windows.READ_CONTROL, false, name16)
 	if err != nil {
 		return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
+	}
+	if !shared {
+		if err := winapi.CheckOwner(h); err != nil {
+			windows.CloseHandle(h)
+			return nil, &os.PathError{Op: "OpenFileMapping", Path: name, Err: err}
+		}
 	}
 	return view(h, access, 0, size, name)
 }
@@ -109,6 +117,12 @@ func createMapping(name string, size int, shared bool) (r *Region, existed bool,
 		return nil, false, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
 	}
 	existed = errors.Is(err, windows.ERROR_ALREADY_EXISTS)
+	if existed && !shared {
+		if err := winapi.CheckOwner(h); err != nil {
+			windows.CloseHandle(h)
+			return nil, true, &os.PathError{Op: "CreateFileMapping", Path: name, Err: err}
+		}
+	}
 	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
 	r, err = view(h, access, 0, size, name)
 	if err != nil {

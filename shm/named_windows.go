@@ -54,7 +54,7 @@ func open(name string) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openExisting(obj, 0)
+	return openExisting(obj, 0, false)
 }
 
 // remove has nothing to do: a mapping's name goes with its last handle.

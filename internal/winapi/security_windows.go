@@ -1,6 +1,7 @@
 package winapi
 
 import (
+	"fmt"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
@@ -25,4 +26,43 @@ func SecurityAttributes(shared bool) (*windows.SecurityAttributes, error) {
 	sa := &windows.SecurityAttributes{SecurityDescriptor: sd}
 	sa.Length = uint32(unsafe.Sizeof(*sa))
 	return sa, nil
+}
+
+// CheckOwner returns an error unless the kernel object h belongs to the
+// current user: its owner is the token's user, or the token's default owner
+// for new objects (Administrators for an elevated process; a group under
+// Wine). An object another user made under our name is refused, so that
+// nobody can squat a per-user name with a DACL of their choosing.
+func CheckOwner(h windows.Handle) error {
+	sd, err := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, windows.OWNER_SECURITY_INFORMATION)
+	if err != nil {
+		return err
+	}
+	owner, _, err := sd.Owner()
+	if err != nil {
+		return err
+	}
+	tok := windows.GetCurrentProcessToken()
+	u, err := tok.GetTokenUser()
+	if err != nil {
+		return err
+	}
+	if owner.Equals(u.User.Sid) {
+		return nil
+	}
+	n := uint32(64)
+	for {
+		b := make([]byte, n)
+		err := windows.GetTokenInformation(tok, windows.TokenOwner, &b[0], n, &n)
+		if err == nil {
+			if owner.Equals((*struct{ Owner *windows.SID })(unsafe.Pointer(&b[0])).Owner) {
+				return nil
+			}
+			break
+		}
+		if err != windows.ERROR_INSUFFICIENT_BUFFER {
+			return err
+		}
+	}
+	return fmt.Errorf("owned by %s, not by this user", owner)
 }
