@@ -68,8 +68,10 @@ type Instance struct {
 	rc        *handoff.Receiver
 	slotBells []shm.Doorbell
 	queue     []*pending
-	closing   bool
-	faults    int // header faults repaired
+	closing   bool // Release was called: no new message goes to a handler
+	inflight  int  // handlers running
+	torn      bool // the region is unmapped and the lock released
+	faults    int  // header faults repaired
 }
 
 type pending struct {
@@ -511,6 +513,7 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			if len(inst.queue) > 0 {
 				inst.signalQueued() // another Serve may take the next one now
 			}
+			inst.inflight++
 		}
 		inst.mu.Unlock()
 		if p != nil {
@@ -527,12 +530,19 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 	}
 }
 
+// answer sends a handler's reply, even after Release: the last handler to
+// answer then finishes the release.
 func (inst *Instance) answer(p *pending, r Reply) {
 	data := handoff.EncodeReply(int32(r.Code), r.Data)
 	inst.mu.Lock()
-	defer inst.mu.Unlock()
-	if !inst.closing {
+	if !inst.torn {
 		inst.sendReply(p.in, p.rc, data)
+	}
+	inst.inflight--
+	last := inst.closing && inst.inflight == 0
+	inst.mu.Unlock()
+	if last {
+		inst.teardown()
 	}
 }
 
@@ -581,14 +591,15 @@ func nudge(f *files, b []byte) {
 	}
 }
 
-// Release gives up being the primary: messages not yet answered are left to
-// their senders, which send them again, to the next primary. That includes
-// a message whose handler is still running: its answer can no longer be
-// sent. To stop from a handler (a --quit command, say), answer it, cancel
-// Serve's context, and call Release once Serve has returned. The lock file
-// stays (removing it would let two primaries run); the shared region stays
-// for the next primary to re-initialise. Release is a no-op for a secondary
-// and when called again.
+// Release gives up being the primary. Messages not yet handed to a handler
+// are left to their senders, which send them again, to the next primary.
+// Handlers already running still answer, and the release completes when
+// the last of them has: Release returns at once if any is running, so a
+// handler may call it (for a --quit command, say). A handler's reply
+// longer than one slot (16 KiB) may then be cut short and its message sent
+// again. The lock file stays (removing it would let two primaries run);
+// the shared region stays for the next primary to re-initialise. Release is
+// a no-op for a secondary and when called again.
 func (inst *Instance) Release() error {
 	if !inst.primary {
 		return nil
@@ -599,8 +610,18 @@ func (inst *Instance) Release() error {
 		return nil
 	}
 	inst.closing = true
+	running := inst.inflight
 	inst.mu.Unlock()
 	close(inst.closed)
+	if running > 0 {
+		return nil // the last handler to answer finishes the release
+	}
+	return inst.teardown()
+}
+
+// teardown stops the receiver, closes the region to senders, unmaps it and
+// drops the lock. It runs once, after closing, with no handler running.
+func (inst *Instance) teardown() error {
 	catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
 	inst.bell.Ring()
 	<-inst.recvDone
@@ -612,6 +633,7 @@ func (inst *Instance) Release() error {
 		inst.wakeSlot(i)
 	}
 	inst.queue = nil
+	inst.torn = true
 	err := inst.closeRegion()
 	return errors.Join(err, inst.lock.Close())
 }

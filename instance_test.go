@@ -548,3 +548,39 @@ func TestServeConcurrently(t *testing.T) {
 	checkSecondary(t, a, a.next(20*time.Second))
 	checkSecondary(t, b, b.next(20*time.Second))
 }
+
+// A handler may release the instance (a --quit command): its own sender is
+// answered, once, and the next launch becomes the primary.
+func TestReleaseFromHandler(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst, err := Acquire(testAppID, WithDir(dir), withBell(bell), WithArgs(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var calls atomic.Int32
+		served := make(chan error, 1)
+		go func() {
+			served <- inst.Serve(context.Background(), func(m *Message) Reply {
+				calls.Add(1)
+				if err := inst.Release(); err != nil {
+					t.Error(err)
+				}
+				return Reply{Code: 3, Data: replyFor(m.Args)}
+			})
+		}()
+		q := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"--quit"}})
+		checkSecondary(t, q, q.next(20*time.Second))
+		if err := <-served; !errors.Is(err, ErrClosed) {
+			t.Errorf("Serve: %v, want ErrClosed", err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("the handler ran %d times, want once", n)
+		}
+		p := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"next"}})
+		if l := p.next(20 * time.Second); l != "PRIMARY" {
+			t.Fatalf("%q, want PRIMARY", l)
+		}
+		p.stop(20 * time.Second)
+	})
+}
