@@ -24,7 +24,9 @@ type recorder struct {
 	seen chan struct{}
 }
 
-func servePrimary(t *testing.T, dir string, bell uint32, opts ...Option) (*Instance, *recorder) {
+// acquirePrimary makes the test process the primary in dir, released at
+// the end of the test.
+func acquirePrimary(t *testing.T, dir string, bell uint32, opts ...Option) *Instance {
 	t.Helper()
 	inst, err := Acquire(testAppID, append([]Option{WithDir(dir), withBell(bell), WithArgs(nil), WithMaxMessage(32 << 20)}, opts...)...)
 	if err != nil {
@@ -33,6 +35,13 @@ func servePrimary(t *testing.T, dir string, bell uint32, opts ...Option) (*Insta
 	if !inst.IsPrimary() {
 		t.Fatal("the test process is not the primary")
 	}
+	t.Cleanup(func() { inst.Release() })
+	return inst
+}
+
+func servePrimary(t *testing.T, dir string, bell uint32, opts ...Option) (*Instance, *recorder) {
+	t.Helper()
+	inst := acquirePrimary(t, dir, bell, opts...)
 	rec := &recorder{seen: make(chan struct{}, 1024)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -262,11 +271,7 @@ func TestArguments(t *testing.T) {
 func TestQueuedBeforeServe(t *testing.T) {
 	forEachBell(t, func(t *testing.T, bell uint32) {
 		dir := testDir(t)
-		inst, err := Acquire(testAppID, WithDir(dir), withBell(bell))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer inst.Release()
+		inst := acquirePrimary(t, dir, bell)
 		var kids []*child
 		for i := range 3 {
 			kids = append(kids, startChild(t, childOpts{dir: dir, bell: bell, args: []string{fmt.Sprint(i)}}))
@@ -310,11 +315,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestTimeoutWithoutReply(t *testing.T) {
 	forEachBell(t, func(t *testing.T, bell uint32) {
 		dir := testDir(t)
-		inst, err := Acquire(testAppID, WithDir(dir), withBell(bell))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer inst.Release()
+		acquirePrimary(t, dir, bell)
 		s := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"x"}, timeout: 500 * time.Millisecond})
 		if l := s.next(20 * time.Second); !strings.HasPrefix(l, "ERROR timeout ") {
 			t.Errorf("%q, want a timeout error", l)
@@ -385,14 +386,10 @@ func TestTooLarge(t *testing.T) {
 
 func TestContextCancel(t *testing.T) {
 	dir := testDir(t)
-	inst, err := Acquire(testAppID, WithDir(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Release()
+	acquirePrimary(t, dir, defaultBell)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = AcquireContext(ctx, testAppID, WithDir(dir))
+	_, err := AcquireContext(ctx, testAppID, WithDir(dir))
 	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want ErrTimeout wrapping context.DeadlineExceeded", err)
 	}
@@ -521,11 +518,7 @@ func TestMachineScope(t *testing.T) {
 // handler does not hold up the other.
 func TestServeConcurrently(t *testing.T) {
 	dir := testDir(t)
-	inst, err := Acquire(testAppID, WithDir(dir), WithArgs(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Release()
+	inst := acquirePrimary(t, dir, defaultBell)
 	var running atomic.Int32
 	both := make(chan struct{})
 	h := func(m *Message) Reply {
@@ -554,10 +547,7 @@ func TestServeConcurrently(t *testing.T) {
 func TestReleaseFromHandler(t *testing.T) {
 	forEachBell(t, func(t *testing.T, bell uint32) {
 		dir := testDir(t)
-		inst, err := Acquire(testAppID, WithDir(dir), withBell(bell), WithArgs(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		inst := acquirePrimary(t, dir, bell)
 		var calls atomic.Int32
 		served := make(chan error, 1)
 		go func() {
