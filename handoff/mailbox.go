@@ -270,10 +270,17 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 		}
 		if now.Sub(lastCheck) >= CheckEvery {
 			lastCheck = now
-			if !s.Region.Current() {
-				return cur, ErrLost
+			err := ErrLost
+			if s.Region.Current() {
+				err = s.Check()
 			}
-			if err := s.Check(); err != nil {
+			if err != nil {
+				// v may predate an answer that the primary wrote just
+				// before it left: that answer stands, and sending again
+				// would deliver the message twice.
+				if later, ok := c.owns(atomic.LoadUint64(state)); ok && later != st && later != stReplying {
+					return later, nil
+				}
 				return cur, err
 			}
 		}

@@ -1413,3 +1413,50 @@ func TestRegionInitAttach(t *testing.T) {
 		t.Error("Init accepted unaligned memory")
 	}
 }
+
+// TestReplySurvivesReinit: the primary answers and leaves before the
+// sender reads the answer, and the next primary lays the region out again.
+// The sender must still take the answer: a slot freed by the new layout
+// would make it send the message again, to the next primary, which would
+// handle it a second time.
+func TestReplySurvivesReinit(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, small, 1<<16, alive)
+	s := h.sender(1)
+	var next *harness
+	s.Primary = &hookBell{Bell: h.primary, hook: func(int) {
+		h.poll()
+		h.r.Close()
+		next = h.reinit(1 << 16)
+	}}
+	msg := []byte("open this")
+	reply, err := s.Send(msg, time.Now().Add(testDeadline))
+	if err != nil {
+		t.Fatalf("Send: %v, want the reply written before the primary left", err)
+	}
+	if !bytes.Equal(reply, answer(msg)) {
+		t.Fatal("wrong reply")
+	}
+	next.allFree(t)
+}
+
+// TestReplyBeforeCheckFails: the sender's periodic check finds the primary
+// gone (its lock free), but the primary answered just before it left. The
+// answer stands.
+func TestReplyBeforeCheckFails(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, small, 1<<16, alive)
+	s := h.sender(1)
+	s.Check = func() error {
+		h.poll() // the primary answers, then exits
+		return errors.New("primary gone")
+	}
+	msg := []byte("open this")
+	reply, err := s.Send(msg, time.Now().Add(testDeadline))
+	if err != nil {
+		t.Fatalf("Send: %v, want the reply written before the primary left", err)
+	}
+	if !bytes.Equal(reply, answer(msg)) {
+		t.Fatal("wrong reply")
+	}
+}

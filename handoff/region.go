@@ -167,7 +167,14 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 		v := r.slotState(i)
 		for {
 			old := atomic.LoadUint64(v)
-			_, seq, _ := parts(old)
+			_, seq, st := parts(old)
+			if st == stRep && atomic.LoadUint32(r.slotU32(i, offFlags))&flagLast != 0 && atomic.LoadUint64(v) == old {
+				// A whole reply that the previous primary wrote before it
+				// left: its sender takes it and frees the slot (or, if the
+				// sender died, the receiver reaps it). Freeing it here
+				// would make the sender send again: a second delivery.
+				break
+			}
 			if atomic.CompareAndSwapUint64(v, old, mk(0, seq+1, stFree)) {
 				break
 			}
