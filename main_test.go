@@ -114,7 +114,10 @@ func decodeArgs(b []byte) []string {
 
 func childMain() int {
 	stdin := bufio.NewReader(os.Stdin)
-	if os.Getenv(envBarrier) != "" {
+	if b := os.Getenv(envBarrier); b != "" {
+		if b == "ready" {
+			fmt.Println("READY") // started, waiting for the start byte
+		}
 		if _, err := stdin.ReadByte(); err != nil {
 			fmt.Println("ERROR other no start byte:", err)
 			return 0
@@ -220,6 +223,7 @@ type childOpts struct {
 	serve   string
 	stall   int
 	barrier bool
+	ready   bool // barrier, after a READY line
 	workdir string
 	env     []string // added to the child's environment
 	spawn   bool
@@ -229,6 +233,16 @@ type childOpts struct {
 
 func startChild(t testing.TB, o childOpts) *child {
 	t.Helper()
+	c, err := spawnChild(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// spawnChild is startChild for goroutines other than the test's, which must
+// not call t.Fatal.
+func spawnChild(t testing.TB, o childOpts) (*child, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	env := append(os.Environ(),
 		envRole+"=launch",
@@ -236,8 +250,13 @@ func startChild(t testing.TB, o childOpts) *child {
 		envBell+"="+strconv.Itoa(int(o.bell)),
 		envTimeout+"="+o.timeout.String(),
 		envServe+"="+o.serve,
+		// The race detector otherwise sleeps a second at every exit.
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
 	)
-	if o.barrier {
+	switch {
+	case o.ready:
+		env = append(env, envBarrier+"=ready")
+	case o.barrier:
 		env = append(env, envBarrier+"=1")
 	}
 	if o.spawn {
@@ -252,7 +271,7 @@ func startChild(t testing.TB, o childOpts) *child {
 	}
 	f, err := os.CreateTemp(t.TempDir(), "args")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	f.Write(encodeArgs(o.args))
 	f.Close()
@@ -274,16 +293,16 @@ func startChild(t testing.TB, o childOpts) *child {
 		cmd.Stderr = os.Stderr
 		var err error
 		if stdin, err = cmd.StdinPipe(); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if stdout, err = cmd.StdoutPipe(); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if err = cmd.Start(); err == nil {
 			break
 		}
 		if try == 4 {
-			t.Fatal(err)
+			return nil, err
 		}
 		time.Sleep(100 * time.Millisecond)
 		cmd = exec.Command(cmd.Path, cmd.Args[1:]...)
@@ -301,7 +320,7 @@ func startChild(t testing.TB, o childOpts) *child {
 		c.cmd.Process.Kill()
 		c.cmd.Wait()
 	})
-	return c
+	return c, nil
 }
 
 // next returns the child's next line, or "EOF" when it has exited.
