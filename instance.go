@@ -127,6 +127,10 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 	return inst, err
 }
 
+// incompatibleGrace is how long a secondary retries a region that claims
+// another protocol version or doorbell before it reports ErrIncompatible.
+const incompatibleGrace = 250 * time.Millisecond
+
 // errBecamePrimary: a secondary found the primary gone and took the lock.
 var errBecamePrimary = errors.New("instance: became primary")
 
@@ -140,6 +144,7 @@ type ownerLock interface {
 func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (*Instance, error) {
 	backoff := time.Millisecond
 	var lastErr error
+	var incompatibleSince time.Time
 	for {
 		ok, err := lock.TryLock()
 		if err != nil {
@@ -158,8 +163,20 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 			return &Instance{reply: Reply{Code: int(code), Data: data}}, nil
 		case errors.Is(err, errBecamePrimary):
 			return becomePrimary(cfg, f, lock)
-		case errors.Is(err, handoff.ErrIncompatible):
-			return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
+		case errors.Is(err, handoff.ErrIncompatible), errors.Is(err, ErrIncompatible):
+			// Another version, or damage that looks like one (a header
+			// field overwritten), which the primary, rung by sendMapped,
+			// repairs at once: believe it only once it persists.
+			if incompatibleSince.IsZero() {
+				incompatibleSince = time.Now()
+			}
+			if time.Since(incompatibleSince) >= incompatibleGrace {
+				if errors.Is(err, ErrIncompatible) {
+					return nil, err
+				}
+				return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
+			}
+			lastErr = err
 		case errors.Is(err, handoff.ErrTooLarge):
 			return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
 		case errors.Is(err, handoff.ErrTimeout), ctx.Err() != nil:
@@ -214,7 +231,7 @@ func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock o
 
 func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
 	view, err := handoff.Attach(b)
-	if errors.Is(err, handoff.ErrNotReady) {
+	if errors.Is(err, handoff.ErrNotReady) || errors.Is(err, handoff.ErrIncompatible) {
 		nudge(f, b)
 	}
 	if err != nil {
@@ -225,6 +242,9 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 	kind := view.BellKind()
 	primaryBell, err := f.doorbell(view.BellWord(), kind, -1, false)
 	if err != nil {
+		if errors.Is(err, ErrIncompatible) {
+			nudge(f, b) // a damaged doorbell kind, perhaps
+		}
 		return nil, err
 	}
 	defer primaryBell.Close()

@@ -143,20 +143,18 @@ func (f *files) openRegion(size int) (*shm.Region, error) {
 		}
 		n = st.Size()
 	}
-	if n < handoff.HeaderSize {
-		// Too short to hold even a header, yet the lock is held: the
-		// primary is about to size the file, or it was truncated under the
-		// primary. Give it its size (zeros, which the primary reads as
-		// damage and repairs) so that the primary can be woken.
-		n = int64(size)
-		if err := f.lock.Truncate(n); err != nil {
+	if n < int64(size) {
+		// Too short, yet the lock is held: the primary is about to size
+		// the file, or someone truncated it under the primary. Give it its
+		// size back (zeros, which the primary reads as damage and repairs)
+		// so that the primary can be woken, and need not notice itself.
+		if err := f.lock.Truncate(int64(size)); err != nil {
 			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
 		}
 	}
-	if n > 1<<30 {
-		return nil, fmt.Errorf("%w: region file %s is %d bytes", handoff.ErrNotReady, f.lock.Name(), n)
-	}
-	r, err := shm.MapFile(f.lock, 0, int(n), true)
+	// Grown by someone else, it is still its first size bytes, and the
+	// header tells whether those are right.
+	r, err := shm.MapFile(f.lock, 0, size, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
