@@ -1,0 +1,154 @@
+//go:build unix
+
+package instance
+
+import (
+	"crypto/rand"
+	mrand "math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-instance/instance/handoff"
+)
+
+// 4. A hostile region: while the primary serves, another process (the
+// test) writes random bytes over the region file, truncates or grows it,
+// and flips header fields. The primary never panics, never delivers
+// garbage, and serves the next honest message. Then the same with the
+// damage done while honest launches are in flight: each ends answered or
+// with a clear error. Under the race detector the damage in flight leaves
+// out truncation (see raceEnabled); CI runs this test without it too.
+func TestTortureHostileRegion(t *testing.T) {
+	rounds := count(300, 3000)
+	var faults, answered, errs atomic.Int64
+	for _, bell := range bells() {
+		dir := testDir(t)
+		p := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"primary"}})
+		if l := p.next(20 * time.Second); l != "PRIMARY" {
+			t.Fatalf("%q, want PRIMARY", l)
+		}
+		f, err := os.OpenFile(prefixFor(t, dir)+".lock", os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := st.Size()
+		honest := map[string]bool{}
+		launch := func(i int) *child {
+			args := []string{"honest", bellName(bell), strconv.Itoa(i)}
+			honest[string(encodeArgs(args))] = true
+			return startChild(t, childOpts{dir: dir, bell: bell, args: args, timeout: 10 * time.Second})
+		}
+
+		// Damage, then an honest launch, which must be answered.
+		for i := range rounds {
+			for range 1 + mrand.N(3) {
+				injectFault(t, f, size, true)
+				faults.Add(1)
+			}
+			s := launch(i)
+			checkSecondary(t, s, s.next(30*time.Second))
+			answered.Add(1)
+		}
+
+		// Damage while honest launches are in flight.
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				injectFault(t, f, size, !raceEnabled)
+				faults.Add(1)
+				time.Sleep(time.Duration(mrand.N(2000)) * time.Microsecond)
+			}
+		}()
+		for i := range rounds / 3 {
+			s := launch(rounds + i)
+			switch l := s.next(30 * time.Second); {
+			case strings.HasPrefix(l, "SECONDARY "):
+				checkSecondary(t, s, l)
+				answered.Add(1)
+			case strings.HasPrefix(l, "ERROR ") && strings.Contains(l, "instance: "):
+				errs.Add(1)
+				t.Log("under fire:", l)
+			default:
+				t.Errorf("launch under fire: %q", l)
+			}
+		}
+		close(stop)
+		wg.Wait()
+
+		// The primary delivered honest messages only, and exits cleanly.
+		for _, l := range p.stop(30 * time.Second) {
+			if !strings.HasPrefix(l, "MSG ") {
+				continue
+			}
+			a, _ := parseMsg(t, l)
+			if !honest[string(encodeArgs(a))] {
+				t.Errorf("the primary delivered a message nobody sent: %q", a)
+			}
+		}
+		if err := p.cmd.Wait(); err != nil && !strings.Contains(err.Error(), "Wait was already called") {
+			t.Errorf("primary: %v", err)
+		}
+		if !p.cmd.ProcessState.Success() {
+			t.Errorf("primary exited with %v", p.cmd.ProcessState)
+		}
+	}
+	summary(t, "hostile_region: faults=%d honest_answered=%d errors_under_fire=%d garbage_delivered=0 primary_crashes=0",
+		faults.Load(), answered.Load(), errs.Load())
+}
+
+// injectFault does one random kind of damage to the region file; shrink
+// allows truncation.
+func injectFault(t *testing.T, f *os.File, size int64, shrink bool) {
+	junk := func(n int) []byte {
+		b := make([]byte, n)
+		rand.Read(b)
+		return b
+	}
+	kind := mrand.N(7)
+	for !shrink && kind == 4 {
+		kind = mrand.N(7)
+	}
+	var err error
+	switch kind {
+	case 0: // random bytes anywhere
+		_, err = f.WriteAt(junk(1+mrand.N(4096)), mrand.Int64N(size))
+	case 1: // random bytes in the header
+		_, err = f.WriteAt(junk(1+mrand.N(handoff.HeaderSize)), mrand.Int64N(handoff.HeaderSize))
+	case 2: // one header bit flipped
+		b := make([]byte, 1)
+		off := mrand.Int64N(handoff.HeaderSize)
+		if _, err = f.ReadAt(b, off); err == nil {
+			b[0] ^= 1 << mrand.N(8)
+			_, err = f.WriteAt(b, off)
+		}
+	case 3: // random words where the slots' states are
+		_, err = f.WriteAt(junk(8), handoff.HeaderSize+mrand.Int64N(64<<10)&^7)
+	case 4: // truncated
+		err = f.Truncate(mrand.Int64N(size))
+	case 5: // grown
+		err = f.Truncate(size + 1 + mrand.Int64N(1<<20))
+	case 6: // the header zeroed
+		_, err = f.WriteAt(make([]byte, handoff.HeaderSize), 0)
+	}
+	if err != nil {
+		t.Error(err)
+	}
+}
