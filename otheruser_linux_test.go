@@ -528,6 +528,7 @@ func (o *otherUser) running(t *testing.T, bell uint32) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { inst.Release() })
 	checkOwnedPrimary(t, inst) // and attack it even if not
 	dir := filepath.Join(tmp, "go-instance-0")
 	if inst.files.prefix != prefixFor(t, dir) {
@@ -535,6 +536,7 @@ func (o *otherUser) running(t *testing.T, bell uint32) {
 	}
 	secret := fmt.Sprintf("secret-%d-%d", os.Getpid(), time.Now().UnixNano())
 	inFlight, answer := make(chan struct{}), make(chan struct{})
+	reply := sync.OnceFunc(func() { close(answer) }) // also when the test stops early
 	var mu sync.Mutex
 	var others []*Message
 	ctx, cancel := context.WithCancel(context.Background())
@@ -554,6 +556,7 @@ func (o *otherUser) running(t *testing.T, bell uint32) {
 		})
 	}()
 	defer func() {
+		reply()
 		cancel()
 		<-served
 		inst.Release()
@@ -575,7 +578,7 @@ func (o *otherUser) running(t *testing.T, bell uint32) {
 		PID: os.Getpid(), FD: fd, Map: mapping, Secret: secret,
 	}
 	o.run(t, p)
-	close(answer)
+	reply()
 	checkSecondary(t, sender, sender.next(20*time.Second))
 	p.Actions = []string{"read-region", "map-region"}
 	o.run(t, p)
