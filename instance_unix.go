@@ -163,8 +163,8 @@ func (f *files) openRegion(size int) (*shm.Region, error) {
 
 // open opens path read-write without following a symbolic link, creating
 // it (with O_EXCL, so that a file planted by another user is never taken
-// for ours) if create is set, and checks that it is a regular file of this
-// user, closed to others. A file of ours with loose permissions is
+// for ours) if create is set, and checks that it is a regular file with
+// one link, of this user, closed to others. A file of ours with loose permissions is
 // tightened; anything else is refused.
 func (f *files) open(path string, create bool) (*os.File, error) {
 	const flags = unix.O_RDWR | unix.O_NOFOLLOW | unix.O_CLOEXEC
@@ -210,6 +210,11 @@ func (f *files) check(file *os.File) error {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		why = "is not a regular file"
+	case st.Nlink > 1:
+		// A link to some other file, which we would truncate and
+		// overwrite: anyone can make one in a shared directory where the
+		// system does not protect hard links.
+		why = fmt.Sprintf("has %d hard links", st.Nlink)
 	case f.shared:
 		return nil
 	case int(st.Uid) != euid():

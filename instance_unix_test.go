@@ -205,6 +205,36 @@ func TestForeignFileRefused(t *testing.T) {
 	}
 }
 
+// A hard link in place of the lock file is refused, in the caller's
+// directory and in the shared one of machine scope, and the file it links
+// to is left alone.
+func TestHardLinkRefused(t *testing.T) {
+	dir := testDir(t)
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lock := prefixFor(t, dir) + ".lock"
+	if err := os.Link(target, lock); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Acquire(testAppID, WithDir(dir))
+	if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), lock) || !strings.Contains(err.Error(), "2 hard links") {
+		t.Errorf("got %v, want ErrLockUnavailable naming %s and its hard links", err, lock)
+	}
+	shared := &files{perm: 0o666, shared: true}
+	f, err := shared.open(lock, true)
+	if err == nil {
+		f.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "hard links") {
+		t.Errorf("machine scope: got %v, want an error naming the hard links", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Errorf("the link's target was changed: now %d bytes", len(b))
+	}
+}
+
 func TestSessionName(t *testing.T) {
 	for _, tc := range []struct{ wayland, x11, want string }{
 		{"", "", ""},
