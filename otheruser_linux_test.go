@@ -483,9 +483,7 @@ func TestOtherUser(t *testing.T) {
 	})
 	t.Run("between-runs", o.betweenRuns)
 	t.Run("squat", o.squats)
-	line := fmt.Sprintf("other_user_attempts=%d successes=%d", o.attempts, o.successes)
-	t.Log(line)
-	fmt.Println(line)
+	summary(t, "other_user_attempts=%d successes=%d", o.attempts, o.successes)
 }
 
 // nobodyBinary copies the test binary where nobody can run it: the go
