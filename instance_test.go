@@ -63,66 +63,6 @@ func servePrimary(t *testing.T, dir string, bell uint32, opts ...Option) (*Insta
 	return inst, rec
 }
 
-func TestStorm(t *testing.T) {
-	rounds, procs := 20, 32
-	if testing.Short() {
-		rounds = 5
-	}
-	forEachBell(t, func(t *testing.T, bell uint32) {
-		dir := testDir(t)
-		for round := range rounds {
-			kids := make([]*child, procs)
-			for i := range kids {
-				args := []string{fmt.Sprintf("round-%d", round), fmt.Sprintf("child-%d", i), "\xff\xfe", ""}
-				kids[i] = startChild(t, childOpts{dir: dir, bell: bell, args: args, barrier: true})
-			}
-			for _, c := range kids {
-				c.stdin.Write([]byte{1})
-			}
-			var primary *child
-			var secondaries []*child
-			for _, c := range kids {
-				switch l := c.next(60 * time.Second); {
-				case l == "PRIMARY":
-					if primary != nil {
-						t.Fatalf("round %d: two primaries: %d and %d", round, primary.cmd.Process.Pid, c.cmd.Process.Pid)
-					}
-					primary = c
-				case strings.HasPrefix(l, "SECONDARY "):
-					checkSecondary(t, c, l)
-					secondaries = append(secondaries, c)
-				default:
-					t.Fatalf("round %d: child %d: %q", round, c.cmd.Process.Pid, l)
-				}
-			}
-			if primary == nil {
-				t.Fatalf("round %d: no primary", round)
-			}
-			got := map[string]int{}
-			for _, l := range primary.stop(30 * time.Second) {
-				if strings.HasPrefix(l, "ENV ") {
-					continue
-				}
-				args, _ := parseMsg(t, l)
-				got[string(encodeArgs(args))]++
-			}
-			for _, c := range secondaries {
-				key := string(encodeArgs(c.args))
-				if got[key] != 1 {
-					t.Errorf("round %d: %q delivered %d times, want once", round, c.args, got[key])
-				}
-				delete(got, key)
-			}
-			if len(got) != 0 {
-				t.Errorf("round %d: %d messages from nobody", round, len(got))
-			}
-			for _, c := range kids {
-				c.cmd.Wait()
-			}
-		}
-	})
-}
-
 // The primary is killed while idle: the next launch becomes primary at once,
 // with nothing cleaned up by hand.
 func TestPrimaryKilledIdle(t *testing.T) {
