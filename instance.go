@@ -62,16 +62,19 @@ type Instance struct {
 	recvDone chan struct{}
 	notify   chan struct{} // a message was queued
 	closed   chan struct{} // Release was called
+	guard    guard         // keeps the files where launches look (removed_*.go)
+	forwards sync.WaitGroup
 
 	mu        sync.Mutex // guards everything below and the mapping
 	view      *handoff.Region
 	rc        *handoff.Receiver
 	slotBells []shm.Doorbell
 	queue     []*pending
-	closing   bool // Release was called: no new message goes to a handler
-	inflight  int  // handlers running
-	torn      bool // the region is unmapped and the lock released
-	faults    int  // header faults repaired
+	closing   bool           // Release was called: no new message goes to a handler
+	inflight  int            // handlers running
+	torn      bool           // the region is unmapped and the lock released
+	faults    int            // header faults repaired
+	retired   []*publication // regions published before the files were removed
 }
 
 type pending struct {
@@ -330,6 +333,7 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	}
 	inst.bell = bell
 	go inst.receive()
+	inst.startGuard()
 	return inst, nil
 }
 
@@ -345,33 +349,46 @@ func (inst *Instance) initRegion() error {
 	} else {
 		gen = uint64(time.Now().UnixNano())
 	}
-	view, err := handoff.Init(b, inst.cfg.layout, handoff.Owner{PID: os.Getpid(), Start: started.UnixNano()}, gen, inst.cfg.bell)
+	view, err := handoff.Init(b, inst.cfg.layout, owner(), gen, inst.cfg.bell)
 	if err != nil {
 		return err
 	}
-	inst.view = view
-	inst.rc = handoff.NewReceiver(view, inst.cfg.maxMessage, inst.wakeSlot, processAlive)
-	// Messages queued through the old receiver cannot be answered: their
-	// senders see their slots reset and send them again.
-	inst.queue = nil
 	if inst.slotBells == nil {
 		inst.slotBells = make([]shm.Doorbell, inst.cfg.layout.Slots)
 	}
+	inst.view = view
+	inst.rc = newReceiver(inst.cfg, inst.files, view, inst.slotBells)
+	// Messages queued through the old receiver cannot be answered: their
+	// senders see their slots reset and send them again.
+	inst.queue = nil
 	for i := range inst.slotBells {
 		inst.wakeSlot(i)
 	}
 	return nil
 }
 
+func owner() handoff.Owner { return handoff.Owner{PID: os.Getpid(), Start: started.UnixNano()} }
+
+// newReceiver receives through view, whose files and slot bells (filled
+// in as used) are f and bells: a receiver rings its own region's senders,
+// even once another region has replaced it.
+func newReceiver(cfg *config, f *files, view *handoff.Region, bells []shm.Doorbell) *handoff.Receiver {
+	wake := func(i int) { ringSlot(cfg, f, view, bells, i) }
+	return handoff.NewReceiver(view, cfg.maxMessage, wake, processAlive)
+}
+
 // wakeSlot rings the sender waiting on slot i. Called with mu held.
-func (inst *Instance) wakeSlot(i int) {
-	b := inst.slotBells[i]
+func (inst *Instance) wakeSlot(i int) { ringSlot(inst.cfg, inst.files, inst.view, inst.slotBells, i) }
+
+// ringSlot rings the sender waiting on slot i of view. Called with mu held.
+func ringSlot(cfg *config, f *files, view *handoff.Region, bells []shm.Doorbell, i int) {
+	b := bells[i]
 	if b == nil {
 		var err error
-		if b, err = inst.files.doorbell(inst.view.SlotWord(i), inst.cfg.bell, i, false); err != nil {
+		if b, err = f.doorbell(view.SlotWord(i), cfg.bell, i, false); err != nil {
 			return // the sender re-reads its slot at least every handoff.CheckEvery
 		}
-		inst.slotBells[i] = b
+		bells[i] = b
 	}
 	b.Ring()
 }
@@ -381,7 +398,7 @@ func (inst *Instance) wakeSlot(i int) {
 func (inst *Instance) receive() {
 	defer close(inst.recvDone)
 	for {
-		word, seen, open, queued := inst.poll()
+		bell, word, seen, open, queued := inst.poll()
 		if !open {
 			return
 		}
@@ -395,7 +412,7 @@ func (inst *Instance) receive() {
 		if catchFault(func() { rung = busyAfterWork(word, seen) }) == nil && rung {
 			continue // rung again meanwhile: no need to sleep
 		}
-		if err := inst.bell.Wait(seen, -1); err != nil {
+		if err := bell.Wait(seen, -1); err != nil {
 			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
 		}
 	}
@@ -415,18 +432,19 @@ func busyAfterWork(word *uint32, seen uint32) bool {
 	return false
 }
 
-// poll runs one round of the receiver and returns the doorbell word and
-// its value before the round, to wait on; open is false once the instance
-// is closing, queued true if messages were queued.
-func (inst *Instance) poll() (word *uint32, seen uint32, open, queued bool) {
+// poll runs one round of the receiver and returns the doorbell, its word
+// and the word's value before the round, to wait on; open is false once
+// the instance is closing, queued true if messages were queued.
+func (inst *Instance) poll() (bell shm.Doorbell, word *uint32, seen uint32, open, queued bool) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.closing {
-		return nil, 0, false, false
+		return nil, nil, 0, false, false
 	}
 	// The word stays where it is: a repair lays a new region over the same
 	// mapping.
-	word = inst.view.BellWord()
+	bell, word = inst.bell, inst.view.BellWord()
+	queued = inst.pollRetired()
 	var done []handoff.Incoming
 	if err := catchFault(func() {
 		seen = atomic.LoadUint32(inst.view.BellWord())
@@ -436,22 +454,25 @@ func (inst *Instance) poll() (word *uint32, seen uint32, open, queued bool) {
 		done, _ = inst.rc.Poll()
 	}); err != nil {
 		catchFault(inst.repair) // the next ring tries again if this faults too
-		return word, seen, true, false
+		return bell, word, seen, true, queued
 	}
 	for _, in := range done {
-		p := &pending{in: in, rc: inst.rc}
-		m, err := handoff.DecodeMessage(in.Data)
-		if err != nil {
-			inst.sendReply(in, inst.rc, handoff.EncodeReply(2, []byte(err.Error())))
-			continue
-		}
-		p.msg = newMessage(m)
-		inst.queue = append(inst.queue, p)
+		queued = inst.accept(in, inst.rc) || queued
 	}
-	if len(done) > 0 {
-		inst.signalQueued()
+	return bell, word, seen, true, queued
+}
+
+// accept queues a message received through rc, or answers it if it does
+// not decode, and reports whether it queued it. Called with mu held.
+func (inst *Instance) accept(in handoff.Incoming, rc *handoff.Receiver) bool {
+	m, err := handoff.DecodeMessage(in.Data)
+	if err != nil {
+		inst.sendReply(in, rc, handoff.EncodeReply(2, []byte(err.Error())))
+		return false
 	}
-	return word, seen, true, len(done) > 0
+	inst.queue = append(inst.queue, &pending{in: in, rc: rc, msg: newMessage(m)})
+	inst.signalQueued()
+	return true
 }
 
 // signalQueued wakes a waiting Serve, if any.
@@ -567,10 +588,13 @@ func (inst *Instance) answer(p *pending, r Reply) {
 }
 
 // sendReply sends an encoded reply through rc, if rc is still the current
-// receiver (after a re-initialisation the sender retries). Called with mu
-// held.
+// receiver or one of a region retired after its files were removed (after
+// a re-initialisation the sender retries). Called with mu held.
 func (inst *Instance) sendReply(in handoff.Incoming, rc *handoff.Receiver, data []byte) {
 	if rc != inst.rc {
+		if inst.isRetired(rc) {
+			catchFault(func() { rc.Reply(in, data) })
+		}
 		return
 	}
 	if catchFault(func() { rc.Reply(in, data) }) != nil {
@@ -642,6 +666,8 @@ func (inst *Instance) Release() error {
 // teardown stops the receiver, closes the region to senders, unmaps it and
 // drops the lock. It runs once, after closing, with no handler running.
 func (inst *Instance) teardown() error {
+	inst.stopGuard() // no region replaces this one from here on
+	inst.stopForwards()
 	catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
 	inst.bell.Ring()
 	<-inst.recvDone
@@ -658,9 +684,13 @@ func (inst *Instance) teardown() error {
 	return errors.Join(err, inst.lock.Close())
 }
 
-// closeRegion closes the bells and unmaps the region.
+// closeRegion closes the bells and unmaps the region, and the regions
+// retired.
 func (inst *Instance) closeRegion() error {
 	var errs []error
+	for _, r := range inst.retired {
+		errs = append(errs, r.close(inst.cfg))
+	}
 	for _, b := range inst.slotBells {
 		if b != nil {
 			errs = append(errs, b.Close())

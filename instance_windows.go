@@ -101,7 +101,7 @@ func (f *files) openLock() (ownerLock, error) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
 	h, err := windows.CreateFile(path16, windows.GENERIC_READ,
-		windows.FILE_SHARE_READ|windows.FILE_SHARE_WRITE|windows.FILE_SHARE_DELETE, sa,
+		windows.FILE_SHARE_READ|windows.FILE_SHARE_WRITE, sa,
 		windows.OPEN_ALWAYS, windows.FILE_ATTRIBUTE_NORMAL|windows.FILE_FLAG_OPEN_REPARSE_POINT, 0)
 	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "open", Path: f.lockPath, Err: err})

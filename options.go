@@ -48,6 +48,7 @@ const (
 type Option func(*config)
 
 type config struct {
+	appID      string
 	args       []string
 	argsSet    bool
 	data       []byte
@@ -125,6 +126,7 @@ var activationEnv = []string{"DESKTOP_STARTUP_ID", "XDG_ACTIVATION_TOKEN"}
 
 func newConfig(appID string, opts []Option) (*config, error) {
 	c := &config{
+		appID:      appID,
 		timeout:    DefaultTimeout,
 		maxMessage: DefaultMaxMessage,
 		layout:     handoff.DefaultLayout,

@@ -34,8 +34,18 @@ func User() (string, error) {
 		}
 		return makeDir(filepath.Join(rt, "go-instance"), uid)
 	}
-	return makeDir(filepath.Join(os.TempDir(), fmt.Sprintf("go-instance-%d", uid)), uid)
+	return makeDir(tempDir(uid), uid)
 }
+
+// tempDir is the fallback, under the temp directory.
+func tempDir(uid int) string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("go-instance-%d", uid))
+}
+
+// InTemp reports whether dir, from User, is the fallback under the temp
+// directory, which age-based cleaners sweep ($XDG_RUNTIME_DIR is not
+// swept).
+func InTemp(dir string) bool { return dir == tempDir(os.Geteuid()) }
 
 func makeDir(dir string, uid int) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {

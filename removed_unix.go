@@ -1,0 +1,259 @@
+//go:build unix && !aix
+
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-instance/instance/handoff"
+	"github.com/go-instance/instance/internal/rundir"
+	"github.com/go-instance/instance/shm"
+	"golang.org/x/sys/unix"
+)
+
+// guard keeps a primary's lock file where launches look for it: a lock
+// that keeps the temp-dir cleaner away, and a watch that re-publishes the
+// primary if the file is removed all the same. Without it, the next launch
+// would create the file anew, take its lock and be a second primary.
+type guard struct {
+	dir   *os.File      // flock(LOCK_SH) on the directory, or nil
+	watch lockWatch     // nil where the system gives no notice
+	done  chan struct{} // closed when the watching goroutine has ended
+	bell  os.FileInfo   // the FIFO doorbell the primary reads, or nil
+}
+
+// lockWatch tells when a lock file or its directory may have been removed
+// or renamed, without polling (watch_*.go).
+type lockWatch interface {
+	add(lock *os.File, dir, bell string) error // watch these instead of any before; bell may be ""
+	wait() error                               // until something may have changed; an error once stopped
+	stop()                                     // makes wait return an error, from another goroutine
+	close() error
+}
+
+func (inst *Instance) startGuard() {
+	g := &inst.guard
+	g.dir = lockDir(inst.files)
+	w, err := newLockWatch()
+	if err != nil {
+		return // no notice of removal here (or no inotify instance left): documented
+	}
+	g.watch, g.done = w, make(chan struct{})
+	g.bell = inst.files.fifo(inst.cfg)
+	go inst.watchFiles(w, inst.files)
+}
+
+func (inst *Instance) stopGuard() {
+	g := &inst.guard
+	if g.watch != nil {
+		g.watch.stop()
+		<-g.done
+	}
+	if g.dir != nil {
+		g.dir.Close()
+	}
+}
+
+// watchFiles sleeps until the lock file f, its directory or the FIFO
+// doorbell changes, and publishes the primary anew when one is no longer
+// at its path. It ends when stopped, or when the primary could not be
+// published again (another primary took the path meanwhile, say): the
+// primary then serves the senders that reach it through the old file.
+func (inst *Instance) watchFiles(w lockWatch, f *files) {
+	g := &inst.guard
+	defer close(g.done)
+	defer w.close()
+	for {
+		bell := ""
+		if g.bell != nil {
+			bell = f.prefix + ".bell"
+		}
+		if err := w.add(f.lock, filepath.Dir(f.prefix), bell); err != nil && f.lockPublished() && g.bellPublished(bell) {
+			return // cannot watch what is there; gone is another matter
+		}
+		for f.lockPublished() && g.bellPublished(bell) {
+			if err := w.wait(); err != nil {
+				return
+			}
+		}
+		if f.lockPublished() {
+			// Only the doorbell went (a sweep still removing what it
+			// listed, say): launches could no longer wake this primary.
+			// Publish it all anew, as when the lock file goes.
+			unix.Unlink(f.lock.Name())
+		}
+		nf, err := inst.heal()
+		for try := 0; errors.Is(err, fs.ErrNotExist) && try < 3; try++ {
+			nf, err = inst.heal() // the directory went while it was re-made
+		}
+		if err != nil {
+			return
+		}
+		f = nf
+		if g.dir != nil {
+			g.dir.Close()
+		}
+		g.dir, g.bell = lockDir(f), f.fifo(inst.cfg)
+	}
+}
+
+// lockPublished reports whether f's lock file is still at its path.
+func (f *files) lockPublished() bool {
+	own, err := f.lock.Stat()
+	if err != nil {
+		return true // cannot tell; nothing changes
+	}
+	at, err := os.Lstat(f.lock.Name())
+	return err == nil && os.SameFile(own, at)
+}
+
+// fifo identifies the FIFO doorbell that was just opened, if that is the
+// doorbell (nil otherwise, and a FileInfo that matches nothing if it is
+// already gone).
+func (f *files) fifo(cfg *config) os.FileInfo {
+	if cfg.bell != bellFIFO {
+		return nil
+	}
+	st, err := os.Lstat(f.prefix + ".bell")
+	if err != nil {
+		return gone{}
+	}
+	return st
+}
+
+// gone matches no file: os.SameFile is false for it.
+type gone struct{ os.FileInfo }
+
+// bellPublished reports whether the FIFO doorbell is still at path.
+func (g *guard) bellPublished(path string) bool {
+	if g.bell == nil {
+		return true
+	}
+	at, err := os.Lstat(path)
+	return err == nil && os.SameFile(g.bell, at)
+}
+
+// heal publishes the primary again, as a new primary would: the directory
+// (re-made, with its checks, if it is the per-user one), a new lock file
+// (created with O_EXCL) locked, and a region of a new generation, through
+// which it receives from then on. The old region is retired, not closed.
+func (inst *Instance) heal() (*files, error) {
+	cfg := inst.cfg
+	f, err := openFiles(cfg, cfg.appID)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := f.openLock()
+	if err != nil {
+		return nil, err
+	}
+	ok, err := lock.TryLock()
+	if err != nil || !ok {
+		// A launch made the file and took the lock between the removal and
+		// now: it is a second primary. This one serves whom it can reach.
+		lock.Close()
+		return nil, fmt.Errorf("%w: %s is taken", ErrLockUnavailable, f.lock.Name())
+	}
+	p := &publication{files: f, lock: lock}
+	if err := inst.publish(p); err != nil {
+		if p.region != nil {
+			p.region.Close()
+		}
+		if p.bell != nil {
+			p.bell.Close()
+		}
+		lock.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// publish sizes, maps and initialises p's region and, unless Release came
+// first, makes it the current one.
+func (inst *Instance) publish(p *publication) error {
+	cfg := inst.cfg
+	var err error
+	if p.region, err = p.files.createRegion(cfg.layout.Size()); err != nil {
+		return err
+	}
+	if cfg.bell == bellFIFO {
+		if err := p.files.replaceFIFO(); err != nil {
+			return err
+		}
+	}
+	// The doorbell before the region is ready: a sender may ring it at once.
+	if p.bell, err = p.files.doorbell(handoff.BellWordOf(p.region.Bytes()), cfg.bell, -1, true); err != nil {
+		return err
+	}
+	inst.mu.Lock()
+	gen := inst.view.Generation() + 1
+	inst.mu.Unlock()
+	if p.view, err = handoff.Init(p.region.Bytes(), cfg.layout, owner(), gen, cfg.bell); err != nil {
+		return err
+	}
+	p.slotBells = make([]shm.Doorbell, cfg.layout.Slots)
+	p.rc = newReceiver(cfg, p.files, p.view, p.slotBells)
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.closing {
+		catchFault(p.view.Close) // its senders retry, and find the lock free
+		return ErrClosed
+	}
+	inst.retire(p)
+	return nil
+}
+
+// replaceFIFO puts a new FIFO at the primary's doorbell path, atomically
+// (made aside, renamed over it), so that the old FIFO, which senders of the
+// old region may still hold open, keeps a reader of its own: two readers
+// of one FIFO could take each other's wake-ups.
+func (f *files) replaceFIFO() error {
+	path := f.prefix + ".bell"
+	tmp := fmt.Sprintf("%s.bell-%d", f.prefix, os.Getpid())
+	unix.Unlink(tmp) // left by a crash of a process with this PID
+	if err := unix.Mkfifo(tmp, uint32(f.perm)); err != nil {
+		return &fs.PathError{Op: "mkfifo", Path: tmp, Err: err}
+	}
+	if err := unix.Rename(tmp, path); err != nil {
+		unix.Unlink(tmp)
+		return &fs.PathError{Op: "rename", Path: path, Err: err}
+	}
+	return nil
+}
+
+// lockDir takes flock(LOCK_SH) on f's directory if it is the per-user one
+// under the temp directory, and returns it (nil otherwise, or if it cannot
+// be taken). systemd-tmpfiles, the age-based cleaner of most Linux
+// systems, skips a directory on which flock(LOCK_EX|LOCK_NB) fails, and
+// everything in it. Shared: every application's primary holds it at once.
+// $XDG_RUNTIME_DIR is not swept; a directory given to WithDir is the
+// application's, and so are the locks on it; /tmp, for ScopeMachine, is
+// swept file by file.
+func lockDir(f *files) *os.File {
+	dir := filepath.Dir(f.prefix)
+	if !rundir.InTemp(dir) {
+		return nil
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	// A cleaner holds LOCK_EX while it sweeps the directory: wait that out,
+	// briefly (about half a second in all).
+	for try := 0; ; try++ {
+		err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB)
+		if err == nil {
+			return os.NewFile(uintptr(fd), dir)
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR || try == 20 {
+			unix.Close(fd)
+			return nil
+		}
+		time.Sleep(time.Millisecond << min(try, 5))
+	}
+}

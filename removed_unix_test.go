@@ -1,0 +1,339 @@
+//go:build linux || darwin || dragonfly || freebsd || netbsd || openbsd
+
+package instance
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/go-instance/instance/handoff"
+	"golang.org/x/sys/unix"
+)
+
+// userPrefix points the per-user directory into a fresh temp directory for
+// this test and its children (no $XDG_RUNTIME_DIR: the temp-dir fallback)
+// and returns that directory and the default scope's file prefix.
+func userPrefix(t *testing.T) (tmp, prefix string) {
+	t.Helper()
+	tmp = testDir(t)
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	c, err := newConfig(testAppID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(c, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tmp, f.prefix
+}
+
+// waitPublished waits until path is a lock file other than old, whose
+// region the process pid has initialised: that primary has published
+// itself again, lock first.
+func waitPublished(t *testing.T, path string, old os.FileInfo, pid int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		st, err := os.Stat(path)
+		if err != nil || os.SameFile(st, old) {
+			return false
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		r, err := handoff.Attach(b)
+		return err == nil && r.Owner().PID == pid
+	})
+}
+
+var removedStats struct{ cases, secondPrimaries, healed int }
+
+// Files removed under a running primary: the lock file, every file of the
+// instance, or the whole per-user directory. The primary publishes itself
+// again, and every later launch is its secondary, never a second primary.
+func TestFilesRemoved(t *testing.T) {
+	cases := []struct {
+		name   string
+		user   bool // in the per-user directory, not WithDir
+		remove func(dir, prefix string) error
+	}{
+		{"lock", false, func(_, prefix string) error { return os.Remove(prefix + ".lock") }},
+		{"every file", false, func(dir, _ string) error {
+			entries, err := os.ReadDir(dir)
+			for _, e := range entries {
+				err = os.Remove(filepath.Join(dir, e.Name()))
+			}
+			return err
+		}},
+		{"directory", true, func(dir, _ string) error {
+			os.RemoveAll(dir) // fails if the primary re-published itself in it first, which is as good
+			return nil
+		}},
+		{"directory moved", true, func(dir, _ string) error {
+			if err := os.Rename(dir, dir+".old"); err != nil {
+				return err
+			}
+			return os.RemoveAll(dir + ".old")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachBell(t, func(t *testing.T, bell uint32) {
+				dir := testDir(t)
+				prefix := prefixFor(t, dir)
+				if tc.user {
+					_, prefix = userPrefix(t)
+					dir = filepath.Dir(prefix)
+				}
+				o := childOpts{bell: bell, serve: "quiet", args: []string{"primary"}}
+				if !tc.user {
+					o.dir = dir
+				}
+				p := startChild(t, o)
+				if l := p.next(20 * time.Second); l != "PRIMARY" {
+					t.Fatalf("%q, want PRIMARY", l)
+				}
+				o.args = []string{"before"}
+				s := startChild(t, o)
+				checkSecondary(t, s, s.next(20*time.Second))
+				old, err := os.Stat(prefix + ".lock")
+				if err != nil {
+					t.Fatal(err)
+				}
+				removedStats.cases++
+				if err := tc.remove(dir, prefix); err != nil {
+					t.Fatal(err)
+				}
+				waitPublished(t, prefix+".lock", old, p.cmd.Process.Pid)
+				var launches []*child
+				for i := range 4 {
+					o.args = []string{"after", fmt.Sprint(i)}
+					launches = append(launches, startChild(t, o))
+				}
+				failed := t.Failed()
+				for _, s := range launches {
+					l := s.next(20 * time.Second)
+					if l == "PRIMARY" {
+						removedStats.secondPrimaries++
+						t.Errorf("child %d became a second primary", s.cmd.Process.Pid)
+						continue
+					}
+					checkSecondary(t, s, l)
+				}
+				if !t.Failed() && !failed {
+					removedStats.healed++
+				}
+			})
+		})
+	}
+	fmt.Printf("removed: cases=%d second_primaries=%d healed=%d\n",
+		removedStats.cases, removedStats.secondPrimaries, removedStats.healed)
+}
+
+// A message taken from the region before its file was removed is answered
+// through that region, once the primary has published a new one.
+func TestReplyAfterRemoval(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst := acquirePrimary(t, dir, bell)
+		got, gate := make(chan string, 8), make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			inst.Serve(ctx, func(m *Message) Reply {
+				got <- m.Args[0]
+				if m.Args[0] == "held" {
+					<-gate
+				}
+				return Reply{Code: 3, Data: replyFor(m.Args)}
+			})
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		held := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"held"}})
+		if a := <-got; a != "held" {
+			t.Fatalf("got %q first", a)
+		}
+		if err := os.Remove(prefixFor(t, dir) + ".lock"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool {
+			inst.mu.Lock()
+			defer inst.mu.Unlock()
+			return len(inst.retired) == 1
+		})
+		close(gate)
+		checkSecondary(t, held, held.next(20*time.Second))
+		after := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"after"}})
+		checkSecondary(t, after, after.next(20*time.Second))
+	})
+}
+
+// lateSend opens the primary's lock file, runs between (which removes it),
+// and then sends args through the file it opened, as a launch that opened
+// the file just before the removal would.
+func lateSend(t *testing.T, dir string, bell uint32, between func(), args ...string) {
+	t.Helper()
+	cfg, err := newConfig(testAppID, []Option{WithDir(dir), withBell(bell), WithArgs(args)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(cfg, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := f.openLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	between()
+	msg, err := cfg.encodeMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := acquire(context.Background(), time.Now().Add(20*time.Second), cfg, f, lock, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.IsPrimary() {
+		t.Fatal("the late sender became a primary")
+	}
+	if r := inst.Reply(); r.Code != 3 || string(r.Data) != string(replyFor(args)) {
+		t.Errorf("reply %d %q, want 3 %q", r.Code, r.Data, replyFor(args))
+	}
+}
+
+// A launch that opened the lock file just before it was removed, and sends
+// after the primary published a new one, is still served: the old region's
+// doorbell is forwarded.
+func TestSenderOnRemovedFile(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		path := prefixFor(t, dir) + ".lock"
+		p := startChild(t, childOpts{dir: dir, bell: bell, serve: "quiet", args: []string{"primary"}})
+		if l := p.next(20 * time.Second); l != "PRIMARY" {
+			t.Fatalf("%q, want PRIMARY", l)
+		}
+		lateSend(t, dir, bell, func() {
+			old, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			waitPublished(t, path, old, p.cmd.Process.Pid)
+		}, "late")
+	})
+}
+
+// When the primary cannot publish itself again (here a symbolic link
+// replaced its lock file), it keeps serving the launches that reach it,
+// and releases cleanly.
+func TestRemovedNotHealed(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst, rec := servePrimary(t, dir, bell)
+		lateSend(t, dir, bell, func() {
+			link := filepath.Join(dir, "link")
+			if err := os.Symlink(filepath.Join(dir, "elsewhere"), link); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(link, prefixFor(t, dir)+".lock"); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-inst.guard.done: // the watch gave up
+			case <-time.After(20 * time.Second):
+				t.Fatal("the watch did not end")
+			}
+		}, "unhealed")
+		rec.mu.Lock()
+		n := len(rec.msgs)
+		rec.mu.Unlock()
+		if n != 1 {
+			t.Errorf("%d messages, want 1", n)
+		}
+		if err := inst.Release(); err != nil {
+			t.Errorf("Release: %v", err)
+		}
+	})
+}
+
+// sweep removes what dir holds as systemd-tmpfiles removes aged entries,
+// but whatever their age: a subdirectory on which flock(LOCK_EX|LOCK_NB)
+// fails is skipped with all it holds.
+func sweep(t *testing.T, dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if !e.IsDir() {
+			os.Remove(path)
+			continue
+		}
+		d, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			sweep(t, path)
+			os.Remove(path)
+		}
+		d.Close()
+	}
+}
+
+// The temp-dir cleaner leaves a running primary's per-user directory
+// alone, and sweeps it once no primary runs there.
+func TestTempCleanerSkipsPrimary(t *testing.T) {
+	tmp, prefix := userPrefix(t)
+	stale := filepath.Join(tmp, "stale")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "f"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startChild(t, childOpts{bell: bellFIFO, serve: "quiet", args: []string{"primary"}})
+	if l := p.next(20 * time.Second); l != "PRIMARY" {
+		t.Fatalf("%q, want PRIMARY", l)
+	}
+	s := startChild(t, childOpts{bell: bellFIFO, args: []string{"before"}}) // makes a slot FIFO too
+	checkSecondary(t, s, s.next(20*time.Second))
+	files, err := os.ReadDir(filepath.Dir(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.Stat(prefix + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sweep(t, tmp)
+	if _, err := os.Stat(stale); err == nil {
+		t.Fatal("the sweep left an unlocked directory")
+	}
+	if after, err := os.ReadDir(filepath.Dir(prefix)); err != nil || !slices.EqualFunc(files, after, func(a, b os.DirEntry) bool { return a.Name() == b.Name() }) {
+		t.Errorf("the primary's directory held %v, after the sweep %v (%v)", files, after, err)
+	}
+	if st, err := os.Stat(prefix + ".lock"); err != nil || !os.SameFile(old, st) {
+		t.Errorf("the lock file was replaced or removed: %v", err)
+	}
+	s = startChild(t, childOpts{bell: bellFIFO, args: []string{"after"}})
+	checkSecondary(t, s, s.next(20*time.Second))
+	p.stop(20 * time.Second)
+	sweep(t, tmp)
+	if _, err := os.Stat(filepath.Dir(prefix)); err == nil {
+		t.Error("the directory is still locked after the primary exited")
+	}
+}
