@@ -133,7 +133,7 @@ func TestFilesRemoved(t *testing.T) {
 			})
 		})
 	}
-	fmt.Printf("removed: cases=%d second_primaries=%d healed=%d\n",
+	summary(t, "removed: cases=%d second_primaries=%d healed=%d",
 		removedStats.cases, removedStats.secondPrimaries, removedStats.healed)
 }
 
