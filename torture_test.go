@@ -394,6 +394,9 @@ func TestTortureHandover(t *testing.T) {
 			t.Fatalf("round %d: next launch: %q (a new primary before: %v)", round, l, primary != nil)
 		}
 		newMsgs := primary.stop(30 * time.Second)
+		for _, c := range append(kids, next, old) {
+			c.cmd.Wait() // its pipes closed: the long mode starts thousands
+		}
 		got := map[string]int{}
 		for _, l := range oldMsgs {
 			if strings.HasPrefix(l, "MSG ") {
