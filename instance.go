@@ -213,6 +213,12 @@ func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock o
 }
 
 func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
+	// Touch the header's page first with a write (adding 0 to the
+	// doorbell): that maps it writable in one fault, where a first read
+	// faults twice (to read, mapping its neighbours as well, then to write).
+	if word := handoff.BellWordOf(b); word != nil {
+		atomic.AddUint32(word, 0)
+	}
 	view, err := handoff.Attach(b)
 	if errors.Is(err, handoff.ErrNotReady) {
 		nudge(f, b)
@@ -410,6 +416,7 @@ func (inst *Instance) poll() (word *uint32, seen uint32, open, queued bool) {
 	var done []handoff.Incoming
 	if err := catchFault(func() {
 		seen = atomic.LoadUint32(inst.view.BellWord())
+		inst.view.Probe()
 		if !inst.view.HeaderIntact() {
 			inst.repair()
 		}
