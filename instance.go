@@ -57,7 +57,7 @@ type Instance struct {
 	cfg      *config
 	files    *files
 	lock     ownerLock // held for the instance's whole life
-	region   *shm.Region
+	region   mapping
 	bell     shm.Doorbell // the primary's doorbell, which it waits on
 	recvDone chan struct{}
 	notify   chan struct{} // a message was queued
@@ -125,6 +125,12 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 		lock.Close()
 	}
 	return inst, err
+}
+
+// mapping is the shared region as this process maps it.
+type mapping interface {
+	Bytes() []byte
+	Close() error // unmaps it
 }
 
 // errBecamePrimary: a secondary found the primary gone and took the lock.
@@ -266,7 +272,7 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 			}
 			return nil
 		},
-		PID:      os.Getpid(),
+		PID:      pid(),
 		MaxReply: cfg.maxMessage,
 	}
 	return s.Send(msg, deadline)
@@ -321,6 +327,9 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 
 var started = time.Now()
 
+// pid is this process's id, which os.Getpid asks the kernel for each time.
+var pid = sync.OnceValue(os.Getpid)
+
 // initRegion lays out a fresh region with a generation later than the one
 // found, then wakes the senders of the old generation so that they retry.
 func (inst *Instance) initRegion() error {
@@ -331,7 +340,7 @@ func (inst *Instance) initRegion() error {
 	} else {
 		gen = uint64(time.Now().UnixNano())
 	}
-	view, err := handoff.Init(b, inst.cfg.layout, handoff.Owner{PID: os.Getpid(), Start: started.UnixNano()}, gen, inst.cfg.bell)
+	view, err := handoff.Init(b, inst.cfg.layout, handoff.Owner{PID: pid(), Start: started.UnixNano()}, gen, inst.cfg.bell)
 	if err != nil {
 		return err
 	}
@@ -475,7 +484,7 @@ func (c *config) encodeMessage() ([]byte, error) {
 	if err != nil {
 		dir = ""
 	}
-	m := handoff.Message{Args: c.args, Dir: dir, PID: os.Getpid(), Time: time.Now().UnixNano(), Data: c.data}
+	m := handoff.Message{Args: c.args, Dir: dir, PID: pid(), Time: time.Now().UnixNano(), Data: c.data}
 	names := append(slices.Clone(activationEnv), c.env...)
 	slices.Sort(names)
 	for _, name := range slices.Compact(names) {
