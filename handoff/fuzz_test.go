@@ -111,7 +111,7 @@ func FuzzAttach(f *testing.F) {
 		// Slot 1 holds a whole request of 5 bytes.
 		return func(b []byte) {
 			base := handoff.HeaderSize + 32
-			data := 4096 + two.SlotData
+			data := handoff.HeaderSize + 2*32 + two.SlotData
 			binary.NativeEndian.PutUint32(b[base:], 1<<4|2) // sequence 1, request
 			binary.NativeEndian.PutUint32(b[base+4:], 4242) // PID
 			binary.NativeEndian.PutUint32(b[base+8:], 5)    // N

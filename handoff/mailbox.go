@@ -294,15 +294,12 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 func (s *Sender) claim(deadline time.Time) (claim, error) {
 	r := s.Region
 	slots := r.layout.Slots
-	start := s.PID % slots
-	if start < 0 {
-		start = 0
-	}
 	backoff := time.Millisecond
 	for {
 		for pass := range 2 {
-			for k := range slots {
-				i := (start + k) % slots
+			// The first free slot: slot 0's data begins in the page of the
+			// header and the table, which a sender touches anyway.
+			for i := range slots {
 				state := r.slotState(i)
 				v := atomic.LoadUint64(state)
 				pid, seq, st := parts(v)

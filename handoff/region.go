@@ -11,11 +11,11 @@
 //
 // A 128-byte header (magic, protocol version, state, size, slot geometry,
 // generation, owner PID and start time, doorbell kind and doorbell word)
-// is followed by a table of 32-byte slot control blocks, then, from the
-// next multiple of 4096 bytes, each slot's data area, through which one
-// message, and then its reply, stream in chunks. The header and the table
-// of the default layout fit in one page, so a sender of a small message
-// touches two pages: that one and the first of its slot's data. All
+// is followed by a table of 32-byte slot control blocks, then by each
+// slot's data area, through which one message, and then its reply, stream
+// in chunks. The header, the table and the start of slot 0's data share
+// the first page (of the default layout), and senders take the first free
+// slot: a lone sender of a small message touches that one page. All
 // multi-byte fields are in the machine's byte order: the region never
 // leaves the machine.
 package handoff
@@ -40,7 +40,6 @@ const (
 const (
 	HeaderSize = 128
 	slotCtl    = 32
-	dataAlign  = 4096 // a page: slots' data share no page with the table
 
 	MinSlotData = 256
 	MaxSlotData = 1 << 20
@@ -109,10 +108,9 @@ type Layout struct {
 // of which only touched pages use memory.
 var DefaultLayout = Layout{Slots: 64, SlotData: 16 << 10}
 
-// dataStart is the offset of slot 0's data: past the table, page aligned.
-func (l Layout) dataStart() int {
-	return (HeaderSize + l.Slots*slotCtl + dataAlign - 1) / dataAlign * dataAlign
-}
+// dataStart is the offset of slot 0's data, right after the table (a
+// multiple of 32; the slot data sizes are multiples of 64).
+func (l Layout) dataStart() int { return HeaderSize + l.Slots*slotCtl }
 
 // Size is the region size in bytes for the layout.
 func (l Layout) Size() int { return l.dataStart() + l.Slots*l.SlotData }
