@@ -254,7 +254,10 @@ func (s *Sender) ring() error {
 func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint32, error) {
 	state := s.Region.slotState(c.i)
 	lastCheck := time.Now()
-	spinUntil := lastCheck.Add(spinFor)
+	spinUntil := lastCheck
+	if !s.othersWaiting() {
+		spinUntil = lastCheck.Add(spinFor)
+	}
 	for {
 		v := atomic.LoadUint64(state)
 		cur, ok := c.owns(v)
@@ -288,6 +291,21 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 			return cur, err
 		}
 	}
+}
+
+// othersWaiting reports whether a sender of another process holds a slot.
+// The primary then has other messages to serve first, and a sender sleeps
+// at once rather than spin for its answer: the spin would keep a
+// processor from the primary and that sender. (A spin yields to the other
+// goroutines of its own process, so their slots do not count.)
+func (s *Sender) othersWaiting() bool {
+	for i := range s.Region.layout.Slots {
+		pid, _, st := parts(atomic.LoadUint64(s.Region.slotState(i)))
+		if st != stFree && pid != uint32(s.PID) {
+			return true
+		}
+	}
+	return false
 }
 
 // claim takes a free slot, or one whose claimant has died.
