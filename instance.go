@@ -57,7 +57,7 @@ type Instance struct {
 	cfg      *config
 	files    *files
 	lock     ownerLock // held for the instance's whole life
-	region   *shm.Region
+	region   mapping
 	bell     shm.Doorbell // the primary's doorbell, which it waits on
 	recvDone chan struct{}
 	notify   chan struct{} // a message was queued
@@ -133,6 +133,12 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 // incompatibleGrace is how long a secondary retries a region that claims
 // another protocol version or doorbell before it reports ErrIncompatible.
 const incompatibleGrace = 250 * time.Millisecond
+
+// mapping is the shared region as this process maps it.
+type mapping interface {
+	Bytes() []byte
+	Close() error // unmaps it
+}
 
 // errBecamePrimary: a secondary found the primary gone and took the lock.
 var errBecamePrimary = errors.New("instance: became primary")
@@ -233,6 +239,12 @@ func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock o
 }
 
 func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
+	// Touch the header's page first with a write (adding 0 to the
+	// doorbell): that maps it writable in one fault, where a first read
+	// faults twice (to read, mapping its neighbours as well, then to write).
+	if word := handoff.BellWordOf(b); word != nil {
+		atomic.AddUint32(word, 0)
+	}
 	view, err := handoff.Attach(b)
 	if errors.Is(err, handoff.ErrNotReady) || errors.Is(err, handoff.ErrIncompatible) {
 		nudge(f, b)
@@ -283,7 +295,7 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 			}
 			return nil
 		},
-		PID:      os.Getpid(),
+		PID:      pid(),
 		MaxReply: cfg.maxMessage,
 	}
 	return s.Send(msg, deadline)
@@ -339,6 +351,9 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 
 var started = time.Now()
 
+// pid is this process's id, which os.Getpid asks the kernel for each time.
+var pid = sync.OnceValue(os.Getpid)
+
 // initRegion lays out a fresh region with a generation later than the one
 // found, then wakes the senders of the old generation so that they retry.
 func (inst *Instance) initRegion() error {
@@ -367,7 +382,7 @@ func (inst *Instance) initRegion() error {
 	return nil
 }
 
-func owner() handoff.Owner { return handoff.Owner{PID: os.Getpid(), Start: started.UnixNano()} }
+func owner() handoff.Owner { return handoff.Owner{PID: pid(), Start: started.UnixNano()} }
 
 // newReceiver receives through view, whose files and slot bells (filled
 // in as used) are f and bells: a receiver rings its own region's senders,
@@ -448,6 +463,7 @@ func (inst *Instance) poll() (bell shm.Doorbell, word *uint32, seen uint32, open
 	var done []handoff.Incoming
 	if err := catchFault(func() {
 		seen = atomic.LoadUint32(inst.view.BellWord())
+		inst.view.Probe()
 		if !inst.view.HeaderIntact() {
 			inst.repair()
 		}
@@ -509,7 +525,7 @@ func (c *config) encodeMessage() ([]byte, error) {
 	if err != nil {
 		dir = ""
 	}
-	m := handoff.Message{Args: c.args, Dir: dir, PID: os.Getpid(), Time: time.Now().UnixNano(), Data: c.data}
+	m := handoff.Message{Args: c.args, Dir: dir, PID: pid(), Time: time.Now().UnixNano(), Data: c.data}
 	names := append(slices.Clone(activationEnv), c.env...)
 	slices.Sort(names)
 	for _, name := range slices.Compact(names) {

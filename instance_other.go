@@ -21,10 +21,10 @@ func openFiles(*config, string) (*files, error) {
 	return nil, fmt.Errorf("instance: %s is not supported: %w", runtime.GOOS, errors.ErrUnsupported)
 }
 
-func (*files) openLock() (ownerLock, error)          { return nil, errors.ErrUnsupported }
-func (*files) createRegion(int) (*shm.Region, error) { return nil, errors.ErrUnsupported }
-func (*files) openRegion(int) (*shm.Region, error)   { return nil, errors.ErrUnsupported }
-func (*files) restoreRegion(int)                     {}
+func (*files) openLock() (ownerLock, error)      { return nil, errors.ErrUnsupported }
+func (*files) createRegion(int) (mapping, error) { return nil, errors.ErrUnsupported }
+func (*files) openRegion(int) (mapping, error)   { return nil, errors.ErrUnsupported }
+func (*files) restoreRegion(int)                 {}
 func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }

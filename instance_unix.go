@@ -32,16 +32,20 @@ var defaultBell = func() uint32 {
 // lock and the shared region (one file to open and check, not two), and
 // for the FIFO doorbell <base>.bell and <base>.sNN (one per slot, made when
 // first used).
+//
+// The lock file is held as a bare descriptor, not an *os.File: os.NewFile
+// costs a secondary a system call, and a descriptor has no finalizer that
+// could close the lock.
 type files struct {
 	prefix string      // <dir>/<base>
 	perm   fs.FileMode // of the files created
 	shared bool        // machine scope: files of other users are expected
-	lock   *os.File    // the lock file, once openLock has opened it
+	lock   int         // the lock file, once openLock has opened it
 	size   int64       // its size when opened, until openRegion uses it; else -1
 }
 
 func openFiles(c *config, appID string) (*files, error) {
-	f := &files{perm: 0o600}
+	f := &files{perm: 0o600, lock: -1, size: -1}
 	var dir, session string
 	var err error
 	switch {
@@ -93,72 +97,134 @@ func userDir() (string, error) {
 	return dir, nil
 }
 
+func (f *files) lockPath() string { return f.prefix + ".lock" }
+
 func (f *files) openLock() (ownerLock, error) {
-	lock, err := f.open(f.prefix+".lock", true)
+	fd, err := f.open(f.lockPath(), true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
-	f.lock = lock
-	return flockLock{lock}, nil
+	f.lock = fd
+	return &flockLock{fd: fd, path: f.lockPath()}, nil
 }
 
 // flockLock is flock(2) on the lock file; closing the file releases it.
-type flockLock struct{ f *os.File }
+type flockLock struct {
+	fd   int // -1 once closed
+	path string
+}
 
-func (l flockLock) TryLock() (bool, error) { return shm.TryLockFile(l.f) }
-func (l flockLock) Close() error           { return l.f.Close() }
+func (l *flockLock) TryLock() (bool, error) {
+	for {
+		switch err := unix.Flock(l.fd, unix.LOCK_EX|unix.LOCK_NB); err {
+		case nil:
+			return true, nil
+		case unix.EWOULDBLOCK:
+			return false, nil
+		case unix.EINTR:
+		default:
+			return false, &fs.PathError{Op: "flock", Path: l.path, Err: err}
+		}
+	}
+}
+
+func (l *flockLock) Close() error {
+	if l.fd < 0 {
+		return nil
+	}
+	err := unix.Close(l.fd)
+	l.fd = -1
+	if err != nil {
+		return &fs.PathError{Op: "close", Path: l.path, Err: err}
+	}
+	return nil
+}
+
+// fileMapping is the lock file mapped whole.
+type fileMapping []byte
+
+func (m fileMapping) Bytes() []byte { return m }
+func (m fileMapping) Close() error  { return os.NewSyscallError("munmap", unix.Munmap(m)) }
+
+func (f *files) mapLock(size int) (mapping, error) {
+	b, err := unix.Mmap(f.lock, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, &fs.PathError{Op: "mmap", Path: f.lockPath(), Err: err}
+	}
+	return fileMapping(b), nil
+}
+
+// lockSize returns the lock file's size.
+func (f *files) lockSize() (int64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(f.lock, &st); err != nil {
+		return 0, &fs.PathError{Op: "fstat", Path: f.lockPath(), Err: err}
+	}
+	return st.Size, nil
+}
+
+func (f *files) truncateLock(size int64) error {
+	for {
+		err := unix.Ftruncate(f.lock, size)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EINTR {
+			return &fs.PathError{Op: "truncate", Path: f.lockPath(), Err: err}
+		}
+	}
+}
 
 // createRegion gives the lock file, which a new primary holds, the
 // region's size and maps it.
-func (f *files) createRegion(size int) (*shm.Region, error) {
-	if st, err := f.lock.Stat(); err != nil || st.Size() != int64(size) {
-		if err := f.lock.Truncate(int64(size)); err != nil {
+func (f *files) createRegion(size int) (mapping, error) {
+	if n, err := f.lockSize(); err != nil || n != int64(size) {
+		if err := f.truncateLock(int64(size)); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	r, err := shm.MapFile(f.lock, 0, size, true)
+	m, err := f.mapLock(size)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
-	return r, nil
+	return m, nil
 }
 
 // restoreRegion gives the region back its size after another process
 // truncated or grew it.
 func (f *files) restoreRegion(size int) {
-	if st, err := f.lock.Stat(); err == nil && st.Size() != int64(size) {
-		f.lock.Truncate(int64(size))
+	if n, err := f.lockSize(); err == nil && n != int64(size) {
+		f.truncateLock(int64(size))
 	}
 }
 
 // openRegion maps the region for a secondary, through the lock file it has
 // open.
-func (f *files) openRegion(size int) (*shm.Region, error) {
+func (f *files) openRegion(size int) (mapping, error) {
 	n := f.size // known from opening, the first time
 	f.size = -1
 	if n < 0 {
-		st, err := f.lock.Stat()
-		if err != nil {
+		var err error
+		if n, err = f.lockSize(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
-		n = st.Size()
 	}
 	if n < int64(size) {
 		// Too short, yet the lock is held: the primary is about to size
 		// the file, or someone truncated it under the primary. Give it its
 		// size back (zeros, which the primary reads as damage and repairs)
 		// so that the primary can be woken, and need not notice itself.
-		if err := f.lock.Truncate(int64(size)); err != nil {
+		if err := f.truncateLock(int64(size)); err != nil {
 			return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)
 		}
 	}
 	// Grown by someone else, it is still its first size bytes, and the
 	// header tells whether those are right.
-	r, err := shm.MapFile(f.lock, 0, size, true)
+	m, err := f.mapLock(size)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
-	return r, nil
+	return m, nil
 }
 
 // open opens path read-write without following a symbolic link, creating
@@ -166,7 +232,7 @@ func (f *files) openRegion(size int) (*shm.Region, error) {
 // for ours) if create is set, and checks that it is a regular file with
 // one link, of this user, closed to others. A file of ours with loose permissions is
 // tightened; anything else is refused.
-func (f *files) open(path string, create bool) (*os.File, error) {
+func (f *files) open(path string, create bool) (int, error) {
 	const flags = unix.O_RDWR | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	var fd int
 	var err error
@@ -187,23 +253,22 @@ func (f *files) open(path string, create bool) (*os.File, error) {
 		}
 	}
 	if err == unix.ELOOP || err == unix.EMLINK { // EMLINK: FreeBSD's O_NOFOLLOW
-		return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("is a symbolic link")}
+		return -1, &fs.PathError{Op: "open", Path: path, Err: errors.New("is a symbolic link")}
 	}
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+		return -1, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	file := os.NewFile(uintptr(fd), path)
-	if err := f.check(file); err != nil {
-		file.Close()
-		return nil, err
+	if err := f.check(fd, path); err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
-	return file, nil
+	return fd, nil
 }
 
-func (f *files) check(file *os.File) error {
+func (f *files) check(fd int, path string) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
-		return &fs.PathError{Op: "fstat", Path: file.Name(), Err: err}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &fs.PathError{Op: "fstat", Path: path, Err: err}
 	}
 	f.size = st.Size
 	var why string
@@ -220,14 +285,14 @@ func (f *files) check(file *os.File) error {
 	case int(st.Uid) != euid():
 		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, euid())
 	case st.Mode&0o077 != 0:
-		if err := unix.Fchmod(int(file.Fd()), uint32(f.perm)); err != nil {
-			return &fs.PathError{Op: "chmod", Path: file.Name(), Err: err}
+		if err := unix.Fchmod(fd, uint32(f.perm)); err != nil {
+			return &fs.PathError{Op: "chmod", Path: path, Err: err}
 		}
 		return nil
 	default:
 		return nil
 	}
-	return &fs.PathError{Op: "open", Path: file.Name(), Err: errors.New(why)}
+	return &fs.PathError{Op: "open", Path: path, Err: errors.New(why)}
 }
 
 var euid = sync.OnceValue(os.Geteuid)

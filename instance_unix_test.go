@@ -223,9 +223,9 @@ func TestHardLinkRefused(t *testing.T) {
 		t.Errorf("got %v, want ErrLockUnavailable naming %s and its hard links", err, lock)
 	}
 	shared := &files{perm: 0o666, shared: true}
-	f, err := shared.open(lock, true)
+	fd, err := shared.open(lock, true)
 	if err == nil {
-		f.Close()
+		unix.Close(fd)
 	}
 	if err == nil || !strings.Contains(err.Error(), "hard links") {
 		t.Errorf("machine scope: got %v, want an error naming the hard links", err)

@@ -127,7 +127,7 @@ func (l fileLock) Close() error           { return l.f.Close() }
 
 // createRegion creates (or opens, left over from a primary whose
 // secondaries still hold it) the named mapping for a new primary.
-func (f *files) createRegion(size int) (*shm.Region, error) {
+func (f *files) createRegion(size int) (mapping, error) {
 	name := f.object + ".shm"
 	r, err := shm.OpenMapping(name, size, f.perm, true)
 	if errors.Is(err, windows.ERROR_ACCESS_DENIED) && f.shared {
@@ -144,7 +144,7 @@ func (f *files) createRegion(size int) (*shm.Region, error) {
 func (f *files) restoreRegion(int) {}
 
 // openRegion maps the primary's region for a secondary.
-func (f *files) openRegion(size int) (*shm.Region, error) {
+func (f *files) openRegion(size int) (mapping, error) {
 	r, err := shm.OpenMapping(f.object+".shm", size, f.perm, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)

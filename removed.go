@@ -20,7 +20,7 @@ import (
 type publication struct {
 	files     *files
 	lock      ownerLock
-	region    *shm.Region
+	region    mapping
 	view      *handoff.Region
 	rc        *handoff.Receiver
 	bell      shm.Doorbell

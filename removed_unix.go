@@ -30,9 +30,9 @@ type guard struct {
 // lockWatch tells when a lock file or its directory may have been removed
 // or renamed, without polling (watch_*.go).
 type lockWatch interface {
-	add(lock *os.File, dir, bell string) error // watch these instead of any before; bell may be ""
-	wait() error                               // until something may have changed; an error once stopped
-	stop()                                     // makes wait return an error, from another goroutine
+	add(lock int, path, dir, bell string) error // watch the lock file (descriptor and path), dir and bell instead of any before; bell may be ""
+	wait() error                                // until something may have changed; an error once stopped
+	stop()                                      // makes wait return an error, from another goroutine
 	close() error
 }
 
@@ -73,7 +73,7 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 		if g.bell != nil {
 			bell = f.prefix + ".bell"
 		}
-		if err := w.add(f.lock, filepath.Dir(f.prefix), bell); err != nil && f.lockPublished() && g.bellPublished(bell) {
+		if err := w.add(f.lock, f.lockPath(), filepath.Dir(f.prefix), bell); err != nil && f.lockPublished() && g.bellPublished(bell) {
 			return // cannot watch what is there; gone is another matter
 		}
 		for f.lockPublished() && g.bellPublished(bell) {
@@ -85,7 +85,7 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 			// Only the doorbell went (a sweep still removing what it
 			// listed, say): launches could no longer wake this primary.
 			// Publish it all anew, as when the lock file goes.
-			unix.Unlink(f.lock.Name())
+			unix.Unlink(f.lockPath())
 		}
 		nf, err := inst.heal()
 		for try := 0; errors.Is(err, fs.ErrNotExist) && try < 3; try++ {
@@ -104,12 +104,12 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 
 // lockPublished reports whether f's lock file is still at its path.
 func (f *files) lockPublished() bool {
-	own, err := f.lock.Stat()
-	if err != nil {
+	var own, at unix.Stat_t
+	if unix.Fstat(f.lock, &own) != nil {
 		return true // cannot tell; nothing changes
 	}
-	at, err := os.Lstat(f.lock.Name())
-	return err == nil && os.SameFile(own, at)
+	err := unix.Lstat(f.lockPath(), &at)
+	return err == nil && own.Dev == at.Dev && own.Ino == at.Ino
 }
 
 // fifo identifies the FIFO doorbell that was just opened, if that is the
@@ -157,7 +157,7 @@ func (inst *Instance) heal() (*files, error) {
 		// A launch made the file and took the lock between the removal and
 		// now: it is a second primary. This one serves whom it can reach.
 		lock.Close()
-		return nil, fmt.Errorf("%w: %s is taken", ErrLockUnavailable, f.lock.Name())
+		return nil, fmt.Errorf("%w: %s is taken", ErrLockUnavailable, f.lockPath())
 	}
 	p := &publication{files: f, lock: lock}
 	if err := inst.publish(p); err != nil {

@@ -29,7 +29,7 @@ func newLockWatch() (lockWatch, error) {
 	return &inotifyWatch{f: os.NewFile(uintptr(fd), "inotify")}, nil
 }
 
-func (w *inotifyWatch) add(lock *os.File, dir, bell string) error {
+func (w *inotifyWatch) add(_ int, lock, dir, bell string) error {
 	rc, err := w.f.SyscallConn()
 	if err != nil {
 		return err
@@ -41,7 +41,7 @@ func (w *inotifyWatch) add(lock *os.File, dir, bell string) error {
 		}
 		w.wds = w.wds[:0]
 		const file = unix.IN_ATTRIB | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
-		watches := map[string]uint32{lock.Name(): file, dir: unix.IN_MOVE_SELF | unix.IN_DELETE_SELF | unix.IN_ONLYDIR}
+		watches := map[string]uint32{lock: file, dir: unix.IN_MOVE_SELF | unix.IN_DELETE_SELF | unix.IN_ONLYDIR}
 		if bell != "" {
 			watches[bell] = file
 		}

@@ -46,7 +46,7 @@ func newLockWatch() (lockWatch, error) {
 	return w, nil
 }
 
-func (w *kqueueWatch) add(lock *os.File, dir, _ string) error {
+func (w *kqueueWatch) add(lock int, _, dir, _ string) error {
 	if w.lock >= 0 {
 		// The old lock file stays open (retired): drop its event by hand.
 		var ev [1]unix.Kevent_t
@@ -62,7 +62,7 @@ func (w *kqueueWatch) add(lock *os.File, dir, _ string) error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	w.dir, w.lock = dfd, int(lock.Fd())
+	w.dir, w.lock = dfd, lock
 	var evs [2]unix.Kevent_t
 	for i, fd := range []int{w.lock, w.dir} {
 		unix.SetKevent(&evs[i], fd, unix.EVFILT_VNODE, unix.EV_ADD|unix.EV_CLEAR)

@@ -110,14 +110,15 @@ func FuzzAttach(f *testing.F) {
 	request := func(crc uint32) func([]byte) {
 		// Slot 1 holds a whole request of 5 bytes.
 		return func(b []byte) {
-			base := handoff.HeaderSize + 64 + two.SlotData
+			base := handoff.HeaderSize + 32
+			data := handoff.HeaderSize + 2*32 + two.SlotData
 			binary.NativeEndian.PutUint32(b[base:], 1<<4|2) // sequence 1, request
 			binary.NativeEndian.PutUint32(b[base+4:], 4242) // PID
 			binary.NativeEndian.PutUint32(b[base+8:], 5)    // N
 			binary.NativeEndian.PutUint32(b[base+12:], 3)   // first and last
 			binary.NativeEndian.PutUint64(b[base+16:], 5)   // total
 			binary.NativeEndian.PutUint32(b[base+24:], crc)
-			copy(b[base+64:], "hello")
+			copy(b[data:], "hello")
 		}
 	}
 	good := crc32.Checksum([]byte("hello"), crc32.MakeTable(crc32.Castagnoli))

@@ -254,7 +254,10 @@ func (s *Sender) ring() error {
 func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint32, error) {
 	state := s.Region.slotState(c.i)
 	lastCheck := time.Now()
-	spinUntil := lastCheck.Add(spinFor)
+	spinUntil := lastCheck
+	if !s.othersWaiting() {
+		spinUntil = lastCheck.Add(spinFor)
+	}
 	for {
 		v := atomic.LoadUint64(state)
 		cur, ok := c.owns(v)
@@ -297,19 +300,31 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 	}
 }
 
+// othersWaiting reports whether a sender of another process holds a slot.
+// The primary then has other messages to serve first, and a sender sleeps
+// at once rather than spin for its answer: the spin would keep a
+// processor from the primary and that sender. (A spin yields to the other
+// goroutines of its own process, so their slots do not count.)
+func (s *Sender) othersWaiting() bool {
+	for i := range s.Region.layout.Slots {
+		pid, _, st := parts(atomic.LoadUint64(s.Region.slotState(i)))
+		if st != stFree && pid != uint32(s.PID) {
+			return true
+		}
+	}
+	return false
+}
+
 // claim takes a free slot, or one whose claimant has died.
 func (s *Sender) claim(deadline time.Time) (claim, error) {
 	r := s.Region
 	slots := r.layout.Slots
-	start := s.PID % slots
-	if start < 0 {
-		start = 0
-	}
 	backoff := time.Millisecond
 	for {
 		for pass := range 2 {
-			for k := range slots {
-				i := (start + k) % slots
+			// The first free slot: slot 0's data begins in the page of the
+			// header and the table, which a sender touches anyway.
+			for i := range slots {
 				state := r.slotState(i)
 				v := atomic.LoadUint64(state)
 				pid, seq, st := parts(v)
@@ -519,10 +534,13 @@ func (rc *Receiver) take(c claim) (in *Incoming, ok bool) {
 		ls.reset() // the sender gave up meanwhile
 		return nil, true
 	}
-	rc.wake(i)
 	if !last {
+		rc.wake(i)
 		return nil, true
 	}
+	// A whole message: its sender has nothing to do until the reply, which
+	// wakes it, so it is not woken now (a system call saved on the way to
+	// the handler).
 	in = &Incoming{Slot: i, PID: int(c.pid), Data: ls.buf, seq: c.seq}
 	ls.buf, ls.phase = nil, phaseWaiting
 	return in, true

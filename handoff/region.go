@@ -11,10 +11,13 @@
 //
 // A 128-byte header (magic, protocol version, state, size, slot geometry,
 // generation, owner PID and start time, doorbell kind and doorbell word)
-// is followed by a fixed number of slots. Each slot is a 64-byte control
-// block and a data area through which one message, and then its reply,
-// stream in chunks. All multi-byte fields are in the machine's byte order:
-// the region never leaves the machine.
+// is followed by a table of 32-byte slot control blocks, then by each
+// slot's data area, through which one message, and then its reply, stream
+// in chunks. The header, the table and the start of slot 0's data share
+// the first page (of the default layout), and senders take the first free
+// slot: a lone sender of a small message touches that one page. All
+// multi-byte fields are in the machine's byte order: the region never
+// leaves the machine.
 package handoff
 
 import (
@@ -30,13 +33,13 @@ import (
 // peer.
 const (
 	Magic   uint64 = 0x31564e4954534e49 // "INSTNV1" + 0x31, little-endian
-	Version uint32 = 1
+	Version uint32 = 2
 )
 
 // Header and slot geometry.
 const (
 	HeaderSize = 128
-	slotCtl    = 64
+	slotCtl    = 32
 
 	MinSlotData = 256
 	MaxSlotData = 1 << 20
@@ -105,10 +108,12 @@ type Layout struct {
 // of which only touched pages use memory.
 var DefaultLayout = Layout{Slots: 64, SlotData: 16 << 10}
 
-func (l Layout) stride() int { return slotCtl + l.SlotData }
+// dataStart is the offset of slot 0's data, right after the table (a
+// multiple of 32; the slot data sizes are multiples of 64).
+func (l Layout) dataStart() int { return HeaderSize + l.Slots*slotCtl }
 
 // Size is the region size in bytes for the layout.
-func (l Layout) Size() int { return HeaderSize + l.Slots*l.stride() }
+func (l Layout) Size() int { return l.dataStart() + l.Slots*l.SlotData }
 
 func (l Layout) validate() error {
 	if l.Slots < 1 || l.Slots > MaxSlots {
@@ -304,15 +309,21 @@ func (r *Region) HeaderIntact() bool {
 		atomic.LoadUint32(r.u32(offBellKind)) == r.bellKind
 }
 
+// Probe reads the region's last word. Where the region is a file that was
+// shrunk under the mapping, that faults (for the caller to catch): the
+// header and the slot table, all that an idle primary reads, are at the
+// front and would not.
+func (r *Region) Probe() { atomic.LoadUint32(r.u32(len(r.b) - 4)) }
+
 func (r *Region) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.b[off])) }
 func (r *Region) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&r.b[off])) }
 
-func (r *Region) slotBase(i int) int { return HeaderSize + i*r.layout.stride() }
+func (r *Region) slotBase(i int) int { return HeaderSize + i*slotCtl }
 
 func (r *Region) slotState(i int) *uint64    { return r.u64(r.slotBase(i) + offSlotState) }
 func (r *Region) slotU32(i, off int) *uint32 { return r.u32(r.slotBase(i) + off) }
 func (r *Region) slotU64(i, off int) *uint64 { return r.u64(r.slotBase(i) + off) }
 func (r *Region) slotData(i int) []byte {
-	base := r.slotBase(i) + slotCtl
+	base := r.layout.dataStart() + i*r.layout.SlotData
 	return r.b[base : base+r.layout.SlotData : base+r.layout.SlotData]
 }

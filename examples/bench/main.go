@@ -11,7 +11,8 @@
 //	socket_latency_us        dial, write the same 200 bytes, read a 1-byte ack, close; Go server in another process
 //	secondary_process_ms     start a secondary process that forwards and exits
 //	hello_process_ms         start the same binary in a mode that only exits
-//	throughput_msgs_per_s    messages per second from -senders concurrent senders, both ways
+//	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
+//	throughput_goroutines_*  the same from -senders goroutines of this process
 //	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
 //	portable_*               the latency lines again with the FIFO doorbell
 //
@@ -98,6 +99,27 @@ func child(role string) error {
 		fmt.Println("ready")
 		inst.Serve(ctx, func(m *instance.Message) instance.Reply { return instance.Reply{Data: []byte{1}} })
 		return nil
+	case "sender-handoff", "sender-socket":
+		// Send until the time the parent writes on stdin, then print the
+		// count.
+		op := func() error { return handoff(dir) }
+		if role == "sender-socket" {
+			op = func() error { return dialSocket(dir) }
+		}
+		fmt.Println("ready")
+		var end int64
+		if _, err := fmt.Scan(&end); err != nil {
+			return err
+		}
+		n := 0
+		for time.Now().UnixNano() < end {
+			if err := op(); err != nil {
+				return err
+			}
+			n++
+		}
+		fmt.Println(n)
+		return nil
 	case "server":
 		ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
 		if err != nil {
@@ -145,8 +167,9 @@ func idleCPU(ctx context.Context, inst *instance.Instance) error {
 
 // proc is a running child process.
 type proc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
 }
 
 func start(role, dir string) (*proc, error) {
@@ -168,13 +191,14 @@ func start(role, dir string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
 	if err != nil || line != "ready\n" {
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, fmt.Errorf("%s did not start: %q %v", role, line, err)
 	}
-	return &proc{cmd, stdin}, nil
+	return &proc{cmd, stdin, out}, nil
 }
 
 func (p *proc) stop() error {
@@ -252,6 +276,39 @@ func throughput(n int, duration time.Duration, op func() error) (float64, error)
 	return float64(count.Load()) / time.Since(t).Seconds(), firstErr
 }
 
+// throughputProcs runs n processes of role for duration, all started
+// before the clock does, and returns operations per second.
+func throughputProcs(role, dir string, n int, duration time.Duration) (float64, error) {
+	var ps []*proc
+	defer func() {
+		for _, p := range ps {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	}()
+	for range n {
+		p, err := start(role, dir)
+		if err != nil {
+			return 0, err
+		}
+		ps = append(ps, p)
+	}
+	t := time.Now()
+	end := t.Add(duration).UnixNano()
+	for _, p := range ps {
+		fmt.Fprintln(p.stdin, end)
+	}
+	var total int
+	for _, p := range ps {
+		var count int
+		if _, err := fmt.Fscan(p.stdout, &count); err != nil {
+			return 0, fmt.Errorf("%s: %v", role, err)
+		}
+		total += count
+	}
+	return float64(total) / time.Since(t).Seconds(), nil
+}
+
 func launch(role, dir string) (time.Duration, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -316,15 +373,24 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 				hello = append(hello, d)
 			}
 			latency["secondary-process"], latency["hello-process"] = summarize(sec), summarize(hello)
-			hs, err := throughput(senders, duration, func() error { return handoff(dir) })
+			hs, err := throughputProcs("sender-handoff", dir, senders, duration)
 			if err != nil {
 				return err
 			}
-			ss, err := throughput(senders, duration, func() error { return dialSocket(dir) })
+			ss, err := throughputProcs("sender-socket", dir, senders, duration)
+			if err != nil {
+				return err
+			}
+			hg, err := throughput(senders, duration, func() error { return handoff(dir) })
+			if err != nil {
+				return err
+			}
+			sg, err := throughput(senders, duration, func() error { return dialSocket(dir) })
 			if err != nil {
 				return err
 			}
 			latency["tp"] = stats{time.Duration(hs), time.Duration(ss)}
+			latency["tpg"] = stats{time.Duration(hg), time.Duration(sg)}
 		}
 		if err := p.stop(); err != nil {
 			return err
@@ -340,6 +406,7 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 	ph, ps := latency["primary-fifo"], latency["primary-fifo-socket"]
 	sec, hello := latency["secondary-process"], latency["hello-process"]
 	hs, ss := float64(latency["tp"].median), float64(latency["tp"].p99)
+	hg, sg := float64(latency["tpg"].median), float64(latency["tpg"].p99)
 	fmt.Printf("instance bench: %s/%s, %d CPUs, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Printf("%-34s %12s %12s\n", "", "median", "p99")
 	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (futex doorbell)", us(h.median), us(h.p99))
@@ -347,8 +414,10 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "unix socket round trip", us(s.median), us(s.p99))
 	fmt.Printf("%-34s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
 	fmt.Printf("%-34s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
-	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d senders", senders), hs)
-	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("socket throughput, %d senders", senders), ss)
+	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d processes", senders), hs)
+	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("socket throughput, %d processes", senders), ss)
+	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d goroutines", senders), hg)
+	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("socket throughput, %d goroutines", senders), sg)
 	fmt.Printf("%-34s %10dms\n\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
 
 	fmt.Printf("handoff_latency_us: median=%.1f p99=%.1f\n", us(h.median), us(h.p99))
@@ -359,6 +428,8 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 	fmt.Printf("secondary_vs_hello_process_ratio: %.2f\n", ms(sec.median)/ms(hello.median))
 	fmt.Printf("throughput_msgs_per_s: handoff=%.0f socket=%.0f senders=%d\n", hs, ss, senders)
 	fmt.Printf("throughput_vs_socket_ratio: %.2f\n", hs/ss)
+	fmt.Printf("throughput_goroutines_msgs_per_s: handoff=%.0f socket=%.0f senders=%d\n", hg, sg, senders)
+	fmt.Printf("throughput_goroutines_vs_socket_ratio: %.2f\n", hg/sg)
 	fmt.Printf("idle_primary_cpu_ms_10s: %d\n", idleMS)
 	fmt.Printf("portable_handoff_latency_us: median=%.1f p99=%.1f\n", us(ph.median), us(ph.p99))
 	fmt.Printf("portable_socket_latency_us: median=%.1f p99=%.1f\n", us(ps.median), us(ps.p99))
