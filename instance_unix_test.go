@@ -19,15 +19,7 @@ import (
 
 func prefixFor(t *testing.T, dir string) string {
 	t.Helper()
-	c, err := newConfig(testAppID, []Option{WithDir(dir)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := openFiles(c, testAppID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f.prefix
+	return filesFor(t, dir).prefix
 }
 
 // A symbolic link in place of the lock file (which holds the region) is

@@ -410,6 +410,20 @@ func payload(n int) []byte {
 	return b
 }
 
+// filesFor names the files of the test's instance in dir.
+func filesFor(t *testing.T, dir string) *files {
+	t.Helper()
+	c, err := newConfig(testAppID, []Option{WithDir(dir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(c, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func testDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "inst")

@@ -12,14 +12,7 @@ import (
 // not shared for deletion); a later launch is its secondary.
 func TestLockFileNotRemovable(t *testing.T) {
 	dir := testDir(t)
-	c, err := newConfig(testAppID, []Option{WithDir(dir)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := openFiles(c, testAppID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := filesFor(t, dir)
 	p := startChild(t, childOpts{dir: dir, serve: "quiet", args: []string{"primary"}})
 	if l := p.next(60 * time.Second); l != "PRIMARY" {
 		t.Fatalf("%q, want PRIMARY", l)

@@ -1429,14 +1429,7 @@ func TestReplySurvivesReinit(t *testing.T) {
 		h.r.Close()
 		next = h.reinit(1 << 16)
 	}}
-	msg := []byte("open this")
-	reply, err := s.Send(msg, time.Now().Add(testDeadline))
-	if err != nil {
-		t.Fatalf("Send: %v, want the reply written before the primary left", err)
-	}
-	if !bytes.Equal(reply, answer(msg)) {
-		t.Fatal("wrong reply")
-	}
+	sendAnswered(t, s)
 	next.allFree(t)
 }
 
@@ -1451,6 +1444,13 @@ func TestReplyBeforeCheckFails(t *testing.T) {
 		h.poll() // the primary answers, then exits
 		return errors.New("primary gone")
 	}
+	sendAnswered(t, s)
+}
+
+// sendAnswered sends a message through s, whose primary answers it and
+// leaves, and wants that answer.
+func sendAnswered(t *testing.T, s *Sender) {
+	t.Helper()
 	msg := []byte("open this")
 	reply, err := s.Send(msg, time.Now().Add(testDeadline))
 	if err != nil {
