@@ -428,8 +428,6 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 	fmt.Printf("secondary_vs_hello_process_ratio: %.2f\n", ms(sec.median)/ms(hello.median))
 	fmt.Printf("throughput_msgs_per_s: handoff=%.0f socket=%.0f senders=%d\n", hs, ss, senders)
 	fmt.Printf("throughput_vs_socket_ratio: %.2f\n", hs/ss)
-	fmt.Printf("throughput_goroutines_msgs_per_s: handoff=%.0f socket=%.0f senders=%d\n", hg, sg, senders)
-	fmt.Printf("throughput_goroutines_vs_socket_ratio: %.2f\n", hg/sg)
 	fmt.Printf("idle_primary_cpu_ms_10s: %d\n", idleMS)
 	fmt.Printf("portable_handoff_latency_us: median=%.1f p99=%.1f\n", us(ph.median), us(ph.p99))
 	fmt.Printf("portable_socket_latency_us: median=%.1f p99=%.1f\n", us(ps.median), us(ps.p99))
