@@ -254,6 +254,10 @@ func (s *Sender) ring() error {
 func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint32, error) {
 	state := s.Region.slotState(c.i)
 	lastCheck := time.Now()
+	// The first checks come soon, then every CheckEvery: a primary that
+	// has just died should be replaced at once, and one that answers in
+	// time is never checked.
+	every := time.Millisecond
 	spinUntil := lastCheck
 	if !s.othersWaiting() {
 		spinUntil = lastCheck.Add(spinFor)
@@ -271,8 +275,8 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 		if !now.Before(deadline) {
 			return cur, ErrTimeout
 		}
-		if now.Sub(lastCheck) >= CheckEvery {
-			lastCheck = now
+		if now.Sub(lastCheck) >= every {
+			lastCheck, every = now, min(2*every, CheckEvery)
 			err := ErrLost
 			if s.Region.Current() {
 				err = s.Check()
@@ -294,7 +298,7 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 			runtime.Gosched()
 			continue
 		}
-		if err := bell.Wait(uint32(v), min(deadline.Sub(now), CheckEvery)); err != nil {
+		if err := bell.Wait(uint32(v), min(deadline.Sub(now), lastCheck.Add(every).Sub(now))); err != nil {
 			return cur, err
 		}
 	}
