@@ -64,6 +64,13 @@ type Instance struct {
 	closed   chan struct{} // Release was called
 	guard    guard         // keeps the files where launches look (removed_*.go)
 	forwards sync.WaitGroup
+	// sharedBell: every waiter on the doorbell wakes when it rings (a
+	// futex; a FIFO's byte or an auto-reset event wakes one), so an idle
+	// Serve waits on it too, and answers what it receives itself.
+	sharedBell bool
+	idle       atomic.Int32  // Serve calls waiting on the doorbell
+	receiving  atomic.Int32  // Serve calls waiting on it or polling after it rang
+	published  atomic.Uint64 // counts the publications retired
 
 	mu        sync.Mutex // guards everything below and the mapping
 	view      *handoff.Region
@@ -344,6 +351,7 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 		return nil, err
 	}
 	inst.bell = bell
+	inst.sharedBell = cfg.bell == bellFutex
 	go inst.receive()
 	inst.startGuard()
 	return inst, nil
@@ -413,24 +421,68 @@ func ringSlot(cfg *config, f *files, view *handoff.Region, bells []shm.Doorbell,
 func (inst *Instance) receive() {
 	defer close(inst.recvDone)
 	for {
-		bell, word, seen, open, queued := inst.poll()
+		r, open := inst.poll()
 		if !open {
 			return
 		}
-		if queued {
+		if r.queued {
 			// Let Serve, just made runnable on this thread, answer before
 			// this goroutine sleeps in the kernel: a handoff to another
 			// thread costs the secondary more than the answer takes.
 			runtime.Gosched()
 		}
 		var rung bool
-		if catchFault(func() { rung = busyAfterWork(word, seen) }) == nil && rung {
+		if catchFault(func() { rung = busyAfterWork(r.word, r.seen) }) == nil && rung {
 			continue // rung again meanwhile: no need to sleep
 		}
-		if err := bell.Wait(seen, -1); err != nil {
+		if err := r.bell.Wait(r.seen, -1); err != nil {
 			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
 		}
+		inst.deferToServe(r)
 	}
+}
+
+// deferToServe keeps the receiver asleep while a Serve waits on the same
+// futex. That Serve wakes on every ring too and answers what it receives
+// on its own thread: waking another goroutine for it would cost the
+// secondary more than the answer takes. The receiver polls again once no
+// Serve waits (one is busy with a message, and others may arrive), the
+// doorbell was replaced, or the instance is closing.
+func (inst *Instance) deferToServe(r round) {
+	for inst.receiving.Load() > 0 {
+		var w uint32
+		if catchFault(func() { w = atomic.LoadUint32(r.word) }) != nil {
+			return
+		}
+		// Checked after reading the word: what happened before the read is
+		// seen here, what happens after it changes the word.
+		select {
+		case <-inst.closed:
+			return
+		default:
+		}
+		if inst.published.Load() != r.published || inst.receiving.Load() == 0 {
+			return
+		}
+		if r.bell.Wait(w, -1) != nil {
+			return
+		}
+	}
+}
+
+// ringSelf wakes whatever waits on this primary's doorbell.
+func (inst *Instance) ringSelf() {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if !inst.torn {
+		inst.ringLocked()
+	}
+}
+
+// ringLocked rings this primary's doorbell. Called with mu held.
+func (inst *Instance) ringLocked() {
+	catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
+	inst.bell.Ring()
 }
 
 // busyAfterWork watches the doorbell word for a moment after a round of
@@ -447,22 +499,36 @@ func busyAfterWork(word *uint32, seen uint32) bool {
 	return false
 }
 
-// poll runs one round of the receiver and returns the doorbell, its word
-// and the word's value before the round, to wait on; open is false once
-// the instance is closing, queued true if messages were queued.
-func (inst *Instance) poll() (bell shm.Doorbell, word *uint32, seen uint32, open, queued bool) {
+// A round is one pass of the receiver over the regions: the doorbell to
+// wait on next, its word, and the word's value before the round.
+type round struct {
+	bell      shm.Doorbell
+	word      *uint32
+	seen      uint32
+	published uint64 // inst.published during the round
+	queued    bool   // messages were queued
+}
+
+// poll runs one round of the receiver; open is false once the instance is
+// closing.
+func (inst *Instance) poll() (r round, open bool) {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.closing {
-		return nil, nil, 0, false, false
+		return round{}, false
 	}
+	return inst.pollLocked(), true
+}
+
+// pollLocked runs one round of the receiver. Called with mu held.
+func (inst *Instance) pollLocked() round {
 	// The word stays where it is: a repair lays a new region over the same
 	// mapping.
-	bell, word = inst.bell, inst.view.BellWord()
-	queued = inst.pollRetired()
+	r := round{bell: inst.bell, word: inst.view.BellWord(), published: inst.published.Load()}
+	r.queued = inst.pollRetired()
 	var done []handoff.Incoming
 	if err := catchFault(func() {
-		seen = atomic.LoadUint32(inst.view.BellWord())
+		r.seen = atomic.LoadUint32(r.word)
 		inst.view.Probe()
 		if !inst.view.HeaderIntact() {
 			inst.repair()
@@ -470,12 +536,12 @@ func (inst *Instance) poll() (bell shm.Doorbell, word *uint32, seen uint32, open
 		done, _ = inst.rc.Poll()
 	}); err != nil {
 		catchFault(inst.repair) // the next ring tries again if this faults too
-		return bell, word, seen, true, queued
+		return r
 	}
 	for _, in := range done {
-		queued = inst.accept(in, inst.rc) || queued
+		r.queued = inst.accept(in, inst.rc) || r.queued
 	}
-	return bell, word, seen, true, queued
+	return r
 }
 
 // accept queues a message received through rc, or answers it if it does
@@ -491,11 +557,14 @@ func (inst *Instance) accept(in handoff.Incoming, rc *handoff.Receiver) bool {
 	return true
 }
 
-// signalQueued wakes a waiting Serve, if any.
+// signalQueued wakes a waiting Serve, if any. Called with mu held.
 func (inst *Instance) signalQueued() {
 	select {
 	case inst.notify <- struct{}{}:
 	default:
+	}
+	if inst.idle.Load() > 0 {
+		inst.ringLocked()
 	}
 }
 
@@ -556,11 +625,26 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 	if !inst.primary {
 		return fmt.Errorf("%w: Serve on a secondary", ErrClosed)
 	}
+	// receiving: this call counts in inst.receiving, from its wait on the
+	// doorbell until it has taken what the ring brought.
+	receiving := false
+	if inst.sharedBell {
+		defer context.AfterFunc(ctx, inst.ringSelf)()
+		defer func() {
+			if receiving {
+				inst.receiving.Add(-1)
+			}
+		}()
+	}
 	for {
 		inst.mu.Lock()
 		if inst.closing {
 			inst.mu.Unlock()
 			return ErrClosed
+		}
+		var r round
+		if len(inst.queue) == 0 && inst.sharedBell {
+			r = inst.pollLocked()
 		}
 		var p *pending
 		if len(inst.queue) > 0 {
@@ -571,10 +655,31 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 				inst.signalQueued() // another Serve may take the next one now
 			}
 			inst.inflight++
+			if receiving {
+				inst.receiving.Add(-1) // the receiver polls on the next ring
+				receiving = false
+			}
+		} else if r.bell != nil {
+			if !receiving {
+				inst.receiving.Add(1)
+				receiving = true
+			}
+			inst.idle.Add(1)
 		}
 		inst.mu.Unlock()
 		if p != nil {
 			inst.answer(p, h(p.msg))
+			continue
+		}
+		if r.bell != nil {
+			err := r.bell.Wait(r.seen, -1)
+			inst.idle.Add(-1)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
+			}
 			continue
 		}
 		select {
@@ -673,6 +778,9 @@ func (inst *Instance) Release() error {
 	running := inst.inflight
 	inst.mu.Unlock()
 	close(inst.closed)
+	if inst.sharedBell {
+		inst.ringSelf() // Serve calls waiting on the doorbell return
+	}
 	if running > 0 {
 		return nil // the last handler to answer finishes the release
 	}

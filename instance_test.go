@@ -514,3 +514,63 @@ func TestReleaseFromHandler(t *testing.T) {
 		p.stop(20 * time.Second)
 	})
 }
+
+// Serve returns when its context ends, also while it waits on the doorbell
+// itself (the futex one, which wakes every waiter).
+func TestServeContextCancel(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		inst := acquirePrimary(t, testDir(t), bell)
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- inst.Serve(ctx, func(*Message) Reply { return Reply{} }) }()
+		time.Sleep(10 * time.Millisecond) // let it go to sleep (it returns either way)
+		cancel()
+		select {
+		case err := <-served:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Serve: %v, want context.Canceled", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Serve did not return after its context ended")
+		}
+	})
+}
+
+// Release ends a Serve that waits for messages at once, while another
+// Serve still runs a handler.
+func TestReleaseEndsIdleServe(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst := acquirePrimary(t, dir, bell)
+		handling, finish := make(chan struct{}), make(chan struct{})
+		busy := make(chan error, 1)
+		go func() {
+			busy <- inst.Serve(context.Background(), func(m *Message) Reply {
+				close(handling)
+				<-finish
+				return Reply{Code: 3, Data: replyFor(m.Args)}
+			})
+		}()
+		c := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"a"}})
+		<-handling
+		idle := make(chan error, 1)
+		go func() { idle <- inst.Serve(context.Background(), func(*Message) Reply { return Reply{} }) }()
+		time.Sleep(10 * time.Millisecond) // let it go to sleep (it returns either way)
+		if err := inst.Release(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-idle:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("idle Serve: %v, want ErrClosed", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("an idle Serve went on after Release")
+		}
+		close(finish)
+		checkSecondary(t, c, c.next(20*time.Second))
+		if err := <-busy; !errors.Is(err, ErrClosed) {
+			t.Errorf("busy Serve: %v, want ErrClosed", err)
+		}
+	})
+}

@@ -35,6 +35,7 @@ func (inst *Instance) retire(r *publication) {
 	old := &publication{files: inst.files, lock: inst.lock, region: inst.region, view: inst.view, rc: inst.rc, bell: inst.bell, slotBells: inst.slotBells}
 	inst.retired = append(inst.retired, old)
 	inst.files, inst.lock, inst.region, inst.view, inst.rc, inst.bell, inst.slotBells = r.files, r.lock, r.region, r.view, r.rc, r.bell, r.slotBells
+	inst.published.Add(1) // a receiver deferring to Serve on the old doorbell polls again
 	catchFault(func() { atomic.AddUint32(old.view.BellWord(), 1) })
 	old.bell.Ring()
 }
@@ -51,10 +52,11 @@ func (inst *Instance) isRetired(rc *handoff.Receiver) bool {
 }
 
 // pollRetired moves the retired regions' slots along, queues the messages
-// completed, and reports whether it queued any. It runs on the receiving
-// goroutine, so the old doorbell has no other waiter when it hands it to
-// a forwarder: two readers of one FIFO could take each other's wake-ups.
-// Called with mu held.
+// completed, and reports whether it queued any. Called with mu held, by
+// the receiving goroutine or, with a futex doorbell (which wakes every
+// waiter), by Serve: the old doorbell has no other waiter than these when
+// it goes to a forwarder, where two readers of one FIFO could take each
+// other's wake-ups.
 func (inst *Instance) pollRetired() (queued bool) {
 	for _, r := range inst.retired {
 		var seen uint32
