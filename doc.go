@@ -44,8 +44,11 @@
 //
 // The files live in $XDG_RUNTIME_DIR/go-instance when $XDG_RUNTIME_DIR is
 // usable (in a Flatpak sandbox, the app's own runtime directory), else in
-// <tempdir>/go-instance-<uid>; either is created 0700, and its owner, mode
-// and type are verified before use. Machine scope uses /tmp. Per instance
+// go-instance-<uid> under $TMPDIR if it is set, else under /dev/shm on
+// Linux (memory, like $XDG_RUNTIME_DIR: the region is never written back
+// to a disk), else under /tmp; either is created 0700, and its owner,
+// mode and type are verified before use. Machine scope uses /tmp. Per
+// instance
 // there is a lock file (<name>.lock, never removed) that also holds the
 // region, and for the FIFO doorbell <name>.bell and <name>.sNN. The
 // doorbell is a futex on a word of the region on Linux and a FIFO elsewhere.

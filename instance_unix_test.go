@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -272,6 +273,18 @@ func TestUserDirChoice(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("FLATPAK_ID=%q, runtime dir mode %#o: %q, %v; want %q", tc.flatpak, tc.mode, got, err, tc.want)
 		}
+	}
+	// Without $TMPDIR, the fallback is in memory where Linux has a tmpfs
+	// for it.
+	want := filepath.Join("/tmp", "go-instance-"+strconv.Itoa(os.Geteuid()))
+	var st unix.Statfs_t
+	if runtime.GOOS == "linux" && unix.Statfs("/dev/shm", &st) == nil && st.Type == 0x01021994 { // TMPFS_MAGIC
+		want = filepath.Join("/dev/shm", "go-instance-"+strconv.Itoa(os.Geteuid()))
+	}
+	t.Setenv("TMPDIR", "")
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	if got, err := userDir(); err != nil || got != want {
+		t.Errorf("no $TMPDIR, no $XDG_RUNTIME_DIR: %q, %v; want %q", got, err, want)
 	}
 }
 

@@ -8,14 +8,15 @@
 //
 // Named objects belong to the user that made them: on Unix they are files
 // in a per-user directory ($XDG_RUNTIME_DIR/go-instance, else
-// <tempdir>/go-instance-<uid>, 0700, verified before use) and persist until
-// removed; on Windows they are Local\ kernel objects whose names carry a
-// hash of the user's SID, with a DACL for the user alone, and a region
-// vanishes with its last handle.
+// go-instance-<uid> under $TMPDIR, /dev/shm on Linux or /tmp; 0700,
+// verified before use) and persist until removed; on Windows they are
+// Local\ kernel objects whose names carry a hash of the user's SID, with a
+// DACL for the user alone, and a region vanishes with its last handle.
 //
 // # Linux
 //
-// Regions are files mapped MAP_SHARED (tmpfs under $XDG_RUNTIME_DIR),
+// Regions are files mapped MAP_SHARED (tmpfs under $XDG_RUNTIME_DIR or
+// /dev/shm),
 // mutexes are flock(2) on a file, and the doorbell is a futex on the word
 // itself (not process-private, so it works across processes that map the
 // same file).

@@ -18,8 +18,8 @@ import (
 
 // User returns the per-user directory: inside the sandbox's runtime
 // directory for Flatpak, else $XDG_RUNTIME_DIR/go-instance when
-// $XDG_RUNTIME_DIR is usable, else <tempdir>/go-instance-<uid>; each
-// created 0700 if missing and verified.
+// $XDG_RUNTIME_DIR is usable, else go-instance-<uid> in the fallback
+// directory (see tempDir); each created 0700 if missing and verified.
 func User() (string, error) {
 	uid := os.Geteuid()
 	rt := os.Getenv("XDG_RUNTIME_DIR")
@@ -37,14 +37,21 @@ func User() (string, error) {
 	return makeDir(tempDir(uid), uid)
 }
 
-// tempDir is the fallback, under the temp directory.
+// tempDir is the fallback: $TMPDIR when it is set, else a directory in
+// memory where the system has one for all users (memDir), else /tmp. Like
+// $XDG_RUNTIME_DIR, memory keeps a region's pages from being written back
+// to a disk, which costs every write to them a fault after each
+// write-back.
 func tempDir(uid int) string {
-	return filepath.Join(os.TempDir(), fmt.Sprintf("go-instance-%d", uid))
+	base := os.TempDir()
+	if mem := memDir(); mem != "" && os.Getenv("TMPDIR") == "" {
+		base = mem
+	}
+	return filepath.Join(base, fmt.Sprintf("go-instance-%d", uid))
 }
 
-// InTemp reports whether dir, from User, is the fallback under the temp
-// directory, which age-based cleaners sweep ($XDG_RUNTIME_DIR is not
-// swept).
+// InTemp reports whether dir, from User, is the fallback, which cleaners
+// may sweep ($XDG_RUNTIME_DIR is not swept).
 func InTemp(dir string) bool { return dir == tempDir(os.Geteuid()) }
 
 func makeDir(dir string, uid int) (string, error) {
