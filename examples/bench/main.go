@@ -16,8 +16,11 @@
 //	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
 //	portable_*               the latency lines again with the FIFO doorbell
 //
-// The program re-executes itself for the other processes; the figures are
-// ratios of numbers taken minutes apart at most, never absolute goals.
+// The instance's files are where an application's would be, in the
+// library's per-user directory ($XDG_RUNTIME_DIR, else /dev/shm on
+// Linux); the socket is in a new temp directory. The program re-executes
+// itself for the other processes; the figures are ratios of numbers taken
+// minutes apart at most, never absolute goals.
 package main
 
 import (
@@ -73,14 +76,14 @@ func child(role string) error {
 	case "hello":
 		return nil
 	case "secondary":
-		inst, err := instance.Acquire(appID, instance.WithDir(dir), instance.WithArgs(args))
+		inst, err := instance.Acquire(appID, instance.WithArgs(args))
 		if err == nil && inst.IsPrimary() {
 			err = errors.New("became the primary")
 		}
 		return err
 	case "primary", "primary-fifo", "idle":
 		tuning.PortableDoorbell = role == "primary-fifo"
-		inst, err := instance.Acquire(appID, instance.WithDir(dir))
+		inst, err := instance.Acquire(appID)
 		if err != nil {
 			return err
 		}
@@ -102,7 +105,7 @@ func child(role string) error {
 	case "sender-handoff", "sender-socket":
 		// Send until the time the parent writes on stdin, then print the
 		// count.
-		op := func() error { return handoff(dir) }
+		op := func() error { return handoff() }
 		if role == "sender-socket" {
 			op = func() error { return dialSocket(dir) }
 		}
@@ -228,8 +231,8 @@ func sample(duration time.Duration, op func() error) ([]time.Duration, error) {
 	return d, nil
 }
 
-func handoff(dir string) error {
-	inst, err := instance.Acquire(appID, instance.WithDir(dir), instance.WithArgs(args))
+func handoff() error {
+	inst, err := instance.Acquire(appID, instance.WithArgs(args))
 	if err == nil && inst.IsPrimary() {
 		inst.Release()
 		return errors.New("no primary")
@@ -347,7 +350,7 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 		// Alternate the two so that both see the same machine.
 		var h, s []time.Duration
 		for range 4 {
-			hd, err := sample(duration/4, func() error { return handoff(dir) })
+			hd, err := sample(duration/4, func() error { return handoff() })
 			if err != nil {
 				return err
 			}
@@ -381,7 +384,7 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 			if err != nil {
 				return err
 			}
-			hg, err := throughput(senders, duration, func() error { return handoff(dir) })
+			hg, err := throughput(senders, duration, func() error { return handoff() })
 			if err != nil {
 				return err
 			}
