@@ -54,11 +54,16 @@ func tempDir(uid int) string {
 // may sweep ($XDG_RUNTIME_DIR is not swept).
 func InTemp(dir string) bool { return dir == tempDir(os.Geteuid()) }
 
+// makeDir checks dir, and makes it first if it is missing (checked first:
+// a system call less, each launch, in the usual case).
 func makeDir(dir string, uid int) (string, error) {
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return "", err
+	err := checkDir(dir, uid)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.Mkdir(dir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
+			err = checkDir(dir, uid)
+		}
 	}
-	if err := checkDir(dir, uid); err != nil {
+	if err != nil {
 		return "", err
 	}
 	return dir, nil
