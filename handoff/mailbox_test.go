@@ -1664,7 +1664,8 @@ func TestRevokedSlotOfDeadSender(t *testing.T) {
 
 // TestInitSlots: a new layout frees the slots that wait on the old primary,
 // revokes those whose sender may still touch their data, keeps a whole
-// reply and the slots already revoked.
+// reply and the slots already revoked, and frees a slot without a
+// claimant's PID (damage: every claim carries one).
 func TestInitSlots(t *testing.T) {
 	t.Parallel()
 	type slot struct{ pid, seq, st uint32 }
@@ -1687,6 +1688,9 @@ func TestInitSlots(t *testing.T) {
 		{slot{5, 7, stTooLarge}, flagFirst, freed},
 		{slot{5, 7, stRevoked}, 0, slot{5, 7, stRevoked}},
 		{slot{5, 7, stateMask}, 0, freed},
+		{slot{0, 7, stWriting}, 0, freed},
+		{slot{0, 7, stRevoked}, 0, freed},
+		{slot{0, 7, stRep}, flagFirst | flagLast, freed},
 	} {
 		l := Layout{Slots: 1, SlotData: MinSlotData}
 		b := alignedBytes(l.Size())

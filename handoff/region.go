@@ -170,13 +170,15 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 		// old generation never matches one of the new, even one made while
 		// this runs: compare-and-swap, not a plain store over it. Slots
 		// whose sender may still touch their data are revoked, not freed
-		// (see mailbox.go).
+		// (see mailbox.go). Every claim carries its sender's PID: a slot
+		// without one is damage, and is freed.
 		v := r.slotState(i)
 		for {
 			old := atomic.LoadUint64(v)
 			pid, seq, st := parts(old)
 			next := mk(0, seq+1, stFree)
 			switch {
+			case pid == 0:
 			case st == stRevoked:
 				// Its sender has yet to let go.
 				next = old
