@@ -21,6 +21,7 @@ import (
 //
 //	free ─claim→ writing ─→ req ⇄ reqAck (more chunks) … req ─last→ waiting
 //	waiting ─→ replying ─→ rep ⇄ repAck (more chunks) … rep ─last→ free
+//	writing, reqAck, rep (not the last chunk) ─new primary→ revoked ─sender→ free
 //
 // The sender owns the data area in writing, reqAck and rep; the primary in
 // req, replying and repAck. A message over the primary's limit goes from
@@ -29,11 +30,22 @@ import (
 // claimant's PID is gone (by a sender that finds no free slot, or by the
 // primary when the slot stops moving).
 //
+// A new primary lays the region out again (Init) while senders of the old
+// generation may still run. It frees the slots that wait on the old
+// primary, whose senders only watch the state word. It cannot free a slot
+// whose sender owns the data area: that sender may have been preempted
+// just before it copies a chunk in (or out), and its late copy would land
+// on the next claimant's message or reply. Init revokes such a slot
+// instead, keeping its claim: the sender's next compare-and-swap fails, it
+// reports its message lost and frees the slot. Until then no one else
+// takes it, unless its claimant is dead, as for the other slots waiting on
+// their sender. A whole reply (its last chunk) is left for its sender.
+//
 // Every chunk carries a CRC-32C of the claim's sequence number, the chunk's
 // length, flags and total, and its bytes, computed from the writer's own
 // copy of the bytes. A party that writes into a slot it no longer owns (a
-// sender of an older generation still copying when a new primary took
-// over) therefore cannot make the owner's chunk pass.
+// sender wrongly thought dead, a process that scribbles on the region)
+// therefore cannot make the owner's chunk pass.
 const (
 	stFree uint32 = iota
 	stWriting
@@ -44,6 +56,7 @@ const (
 	stRep
 	stRepAck
 	stTooLarge
+	stRevoked
 
 	stateMask uint32 = 0xf
 	seqMask   uint32 = 1<<28 - 1
@@ -364,8 +377,9 @@ func (s *Sender) claim(deadline time.Time) (claim, error) {
 	}
 }
 
-// abandon frees a slot this sender holds, after a failure. A slot the
-// primary is writing into is left until it has finished (a bounded copy).
+// abandon frees a slot this sender holds, after a failure, revoked ones
+// included. A slot the primary is writing into is left until it has
+// finished (a bounded copy).
 func (s *Sender) abandon(c claim) {
 	state := s.Region.slotState(c.i)
 	for tries := 0; tries < 1000; tries++ {
@@ -388,7 +402,7 @@ func (s *Sender) abandon(c claim) {
 // such slots are reclaimed from a claimant that seems dead: every other
 // state moves on by the primary's hand and then waits on the sender.
 func sendersTurn(st uint32) bool {
-	return st == stWriting || st == stReqAck || st == stRep || st == stTooLarge
+	return st == stWriting || st == stReqAck || st == stRep || st == stTooLarge || st == stRevoked
 }
 
 // Incoming is a message the primary has received whole; it is answered with
@@ -462,7 +476,7 @@ func (rc *Receiver) Poll() (done []Incoming, refused int) {
 			if ls.phase == phaseReplying && ls.claim == c {
 				rc.sendChunk(i, stRepAck)
 			}
-		case stWriting, stReqAck, stRep, stTooLarge:
+		case stWriting, stReqAck, stRep, stTooLarge, stRevoked:
 			rc.reapIfDead(i, v, now)
 			continue
 		}

@@ -1460,3 +1460,254 @@ func sendAnswered(t *testing.T, s *Sender) {
 		t.Fatal("wrong reply")
 	}
 }
+
+// scribble does what a sender does to post a chunk of claim cl: it writes
+// the chunk into the slot, then moves the slot from state from to req, and
+// reports whether that move succeeded. Called for a sender that was
+// preempted after it saw its slot in state from, it plays that sender's
+// late writes: they land in the slot, whoever holds it by then.
+func (h *harness) scribble(cl claim, from uint32, c forged) bool {
+	r, i := h.r, cl.i
+	copy(r.slotData(i), c.data)
+	if c.flags&flagFirst != 0 {
+		atomic.StoreUint64(r.slotU64(i, offTotal), c.total)
+	}
+	atomic.StoreUint32(r.slotU32(i, offN), c.n)
+	atomic.StoreUint32(r.slotU32(i, offCRC), c.crc(cl.seq))
+	atomic.StoreUint32(r.slotU32(i, offFlags), c.flags)
+	return atomic.CompareAndSwapUint64(r.slotState(i), cl.at(from), cl.at(stReq))
+}
+
+// staleHolds are the moments at which a sender can hold a slot while it
+// still has to touch the slot's data: to write its first chunk, to write
+// its next chunk, or to read the next chunk of its reply. Each hold makes
+// pid's sender take the only slot of h and stop there; resume lets it go
+// on and returns the error its Send returns.
+var staleHolds = []struct {
+	name string
+	hold func(t *testing.T, h *harness, pid int) (resume func() error)
+}{
+	{"claimed, first chunk unwritten", func(t *testing.T, h *harness, pid int) func() error {
+		s := h.sender(pid)
+		claimed, resume := make(chan struct{}), make(chan struct{})
+		// Between its claim and its first write a sender opens its slot's
+		// doorbell: it can be preempted there.
+		s.Slot = func(i int) (Bell, error) {
+			close(claimed)
+			<-resume
+			return h.slots[i], nil
+		}
+		c := sendAsync(s, []byte("stale message"))
+		<-claimed
+		return sync.OnceValue(func() error {
+			close(resume)
+			return wait(t, c).err
+		})
+	}},
+	{"acknowledged, next chunk unwritten", func(t *testing.T, h *harness, pid int) func() error {
+		// The sender saw its first chunk acknowledged; it has still to copy
+		// the second (written by hand: no hook stops a Sender there).
+		msg := randomBytes(20, 2*MinSlotData)
+		cl := h.forgeClaim(0, pid)
+		if !h.scribble(cl, stWriting, chunk(msg[:MinSlotData], len(msg), flagFirst)) {
+			t.Fatal("the forged slot moved")
+		}
+		h.poll()
+		if v := atomic.LoadUint64(h.r.slotState(0)); v != cl.at(stReqAck) {
+			_, _, st := parts(v)
+			t.Fatalf("the first chunk left the slot in state %d, want %d", st, stReqAck)
+		}
+		return sync.OnceValue(func() error {
+			if h.scribble(cl, stReqAck, chunk(msg[MinSlotData:], 0, flagLast)) {
+				return nil
+			}
+			h.sender(pid).abandon(cl) // as Send does when its exchange fails
+			return ErrLost
+		})
+	}},
+	{"reply partly sent, chunk unread", func(t *testing.T, h *harness, pid int) func() error {
+		h.respond = func(in Incoming) ([]byte, bool) { return randomBytes(21, 2*MinSlotData), true }
+		s := h.sender(pid)
+		stopped, resume := make(chan struct{}), make(chan struct{})
+		// The primary takes the message and sends the first chunk of its
+		// reply; the sender stops before it reads it.
+		s.Primary = &hookBell{Bell: h.primary, hook: func(int) {
+			h.poll()
+			close(stopped)
+			<-resume
+		}}
+		c := sendAsync(s, []byte("stale message"))
+		<-stopped
+		if _, st := h.slotState(0); st != stRep {
+			t.Fatalf("the reply's first chunk left the slot in state %d, want %d", st, stRep)
+		}
+		return sync.OnceValue(func() error {
+			close(resume)
+			return wait(t, c).err
+		})
+	}},
+}
+
+// TestStaleSenderAfterReinit: a sender of the old generation holds a slot
+// and has yet to touch its data when a new primary lays the region out
+// again. The slot must not go to another sender before the stale one lets
+// go: its late writes would land on that sender's message or reply (the
+// checksum would catch them, but the reply would be lost), its late reads
+// would meet that sender's bytes. The stale sender then finds its message
+// lost and frees the slot. A second new primary before it resumes changes
+// nothing.
+func TestStaleSenderAfterReinit(t *testing.T) {
+	t.Parallel()
+	const stale, fresh = 10, 20
+	for _, tc := range staleHolds {
+		for _, handovers := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s, %d handovers", tc.name, handovers), func(t *testing.T) {
+				t.Parallel()
+				old := newHarness(t, Layout{Slots: 1, SlotData: MinSlotData}, 1<<16, alive)
+				resume := tc.hold(t, old, stale)
+				next := old
+				for range handovers {
+					next = next.reinit(1 << 16)
+				}
+
+				var staleErr error
+				released := false
+				release := func() {
+					if !released {
+						released = true
+						staleErr = resume()
+					}
+				}
+				s := next.sender(fresh)
+				// Finding no free slot, the fresh sender checks its
+				// primary: the stale sender resumes meanwhile.
+				s.Check = func() error { release(); return nil }
+				// Given a slot, the fresh sender posts its message and the
+				// new primary answers it at once; the stale sender resumes
+				// before the fresh one reads the answer.
+				s.Primary = &hookBell{Bell: next.primary, hook: func(int) {
+					if !released {
+						t.Error("a fresh sender was given the slot that a stale sender still held")
+					}
+					next.poll()
+					release()
+				}}
+				msg := []byte("fresh message")
+				reply, err := s.Send(msg, time.Now().Add(testDeadline))
+				if err != nil || !bytes.Equal(reply, answer(msg)) {
+					t.Fatalf("the fresh sender got %q, %v, want its answer", reply, err)
+				}
+				if !errors.Is(staleErr, ErrLost) {
+					t.Errorf("the stale sender: %v, want ErrLost", staleErr)
+				}
+				if got := next.receivedFrom(stale); len(got) != 0 {
+					t.Errorf("the new primary received %q from the stale sender", got[0])
+				}
+				if got := next.receivedFrom(fresh); len(got) != 1 {
+					t.Errorf("the new primary received %d messages from the fresh sender, want 1", len(got))
+				}
+				next.allFree(t)
+			})
+		}
+	}
+}
+
+// TestRevokedSlotOfDeadSender: a sender of the old generation dies holding
+// a slot whose data it had still to touch when a new primary laid the
+// region out again. The slot stays out of use while its claimant may live,
+// and is freed once the claimant is known dead: by the primary, once the
+// slot has stood still long enough, or by a sender that finds no free
+// slot.
+func TestRevokedSlotOfDeadSender(t *testing.T) {
+	t.Parallel()
+	const dead = 666
+	isAlive := func(pid int) bool { return pid != dead }
+	for _, tc := range staleHolds {
+		for _, by := range []string{"primary", "sender"} {
+			t.Run(tc.name+", freed by the "+by, func(t *testing.T) {
+				t.Parallel()
+				old := newHarness(t, Layout{Slots: 1, SlotData: MinSlotData}, 1<<16, alive)
+				resume := tc.hold(t, old, dead)
+				t.Cleanup(func() { resume() }) // killed: it never resumes while the test runs
+				next := old.reinit(1 << 16)
+
+				errNoSlot := errors.New("no free slot")
+				early := next.sender(2)
+				early.Check = func() error { return errNoSlot }
+				early.Primary = &hookBell{Bell: next.primary, hook: func(int) {
+					t.Error("a sender was given the slot of a claimant that may be alive")
+				}}
+				if _, err := early.Send([]byte("early"), time.Now().Add(testDeadline)); !errors.Is(err, errNoSlot) {
+					t.Fatalf("Send while the only slot is held: %v, want %v", err, errNoSlot)
+				}
+
+				s := next.sender(3)
+				if by == "primary" {
+					next.rc.alive = isAlive
+				} else {
+					s.Alive = isAlive
+				}
+				next.serve()
+				msg := []byte("after the dead sender")
+				reply, err := s.Send(msg, time.Now().Add(testDeadline))
+				if err != nil || !bytes.Equal(reply, answer(msg)) {
+					t.Fatalf("Send: %q, %v, want its answer", reply, err)
+				}
+				if got := next.receivedFrom(dead); len(got) != 0 {
+					t.Errorf("the new primary received %q from the dead sender", got[0])
+				}
+				next.allFree(t)
+			})
+		}
+	}
+}
+
+// TestInitSlots: a new layout frees the slots that wait on the old primary,
+// revokes those whose sender may still touch their data, keeps a whole
+// reply and the slots already revoked, and frees a slot without a
+// claimant's PID (damage: every claim carries one).
+func TestInitSlots(t *testing.T) {
+	t.Parallel()
+	type slot struct{ pid, seq, st uint32 }
+	freed := slot{0, 8, stFree}
+	for _, tc := range []struct {
+		before slot
+		flags  uint32 // of the chunk in the slot
+		after  slot
+	}{
+		{slot{0, 7, stFree}, 0, freed},
+		{slot{5, 7, stWriting}, 0, slot{5, 7, stRevoked}},
+		{slot{5, 7, stReq}, flagFirst, freed},
+		{slot{5, 7, stReqAck}, flagFirst, slot{5, 7, stRevoked}},
+		{slot{5, 7, stWaiting}, flagLast, freed},
+		{slot{5, 7, stReplying}, 0, freed},
+		{slot{5, 7, stRep}, flagFirst, slot{5, 7, stRevoked}},
+		{slot{5, 7, stRep}, flagFirst | flagLast, slot{5, 7, stRep}},
+		{slot{5, 7, stRep}, flagLast, slot{5, 7, stRep}},
+		{slot{5, 7, stRepAck}, flagFirst, freed},
+		{slot{5, 7, stTooLarge}, flagFirst, freed},
+		{slot{5, 7, stRevoked}, 0, slot{5, 7, stRevoked}},
+		{slot{5, 7, stateMask}, 0, freed},
+		{slot{0, 7, stWriting}, 0, freed},
+		{slot{0, 7, stRevoked}, 0, freed},
+		{slot{0, 7, stRep}, flagFirst | flagLast, freed},
+	} {
+		l := Layout{Slots: 1, SlotData: MinSlotData}
+		b := alignedBytes(l.Size())
+		r, err := Init(b, l, Owner{PID: 1, Start: 1}, 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := tc.before
+		atomic.StoreUint64(r.slotState(0), mk(in.pid, in.seq, in.st))
+		atomic.StoreUint32(r.slotU32(0, offFlags), tc.flags)
+		if r, err = Init(b, l, Owner{PID: 2, Start: 2}, 2, 0); err != nil {
+			t.Fatal(err)
+		}
+		var got slot
+		got.pid, got.seq, got.st = parts(atomic.LoadUint64(r.slotState(0)))
+		if got != tc.after {
+			t.Errorf("slot %+v, flags %d: Init left %+v, want %+v", in, tc.flags, got, tc.after)
+		}
+	}
+}

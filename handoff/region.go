@@ -33,7 +33,7 @@ import (
 // peer.
 const (
 	Magic   uint64 = 0x31564e4954534e49 // "INSTNV1" + 0x31, little-endian
-	Version uint32 = 2
+	Version uint32 = 3
 )
 
 // Header and slot geometry.
@@ -168,19 +168,33 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 	for i := range l.Slots {
 		// Free each slot with a new sequence number, so that a claim of the
 		// old generation never matches one of the new, even one made while
-		// this runs: compare-and-swap, not a plain store over it.
+		// this runs: compare-and-swap, not a plain store over it. Slots
+		// whose sender may still touch their data are revoked, not freed
+		// (see mailbox.go). Every claim carries its sender's PID: a slot
+		// without one is damage, and is freed.
 		v := r.slotState(i)
 		for {
 			old := atomic.LoadUint64(v)
-			_, seq, st := parts(old)
-			if st == stRep && atomic.LoadUint32(r.slotU32(i, offFlags))&flagLast != 0 && atomic.LoadUint64(v) == old {
+			pid, seq, st := parts(old)
+			next := mk(0, seq+1, stFree)
+			switch {
+			case pid == 0:
+			case st == stRevoked:
+				// Its sender has yet to let go.
+				next = old
+			case st == stRep && atomic.LoadUint32(r.slotU32(i, offFlags))&flagLast != 0:
 				// A whole reply that the previous primary wrote before it
 				// left: its sender takes it and frees the slot (or, if the
 				// sender died, the receiver reaps it). Freeing it here
 				// would make the sender send again: a second delivery.
-				break
+				next = old
+			case st == stWriting, st == stReqAck, st == stRep:
+				// Its sender may be about to copy a chunk in, or out.
+				next = mk(pid, seq, stRevoked)
 			}
-			if atomic.CompareAndSwapUint64(v, old, mk(0, seq+1, stFree)) {
+			// Where next is old, this checks that the slot did not move
+			// while its flags were read.
+			if atomic.CompareAndSwapUint64(v, old, next) {
 				break
 			}
 		}
