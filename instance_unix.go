@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/go-instance/instance/handoff"
 	"github.com/go-instance/instance/internal/rundir"
@@ -282,8 +281,8 @@ func (f *files) check(fd int, path string) error {
 		why = fmt.Sprintf("has %d hard links", st.Nlink)
 	case f.shared:
 		return nil
-	case int(st.Uid) != euid():
-		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, euid())
+	case int(st.Uid) != rundir.EUID():
+		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, rundir.EUID())
 	case st.Mode&0o077 != 0:
 		if err := unix.Fchmod(fd, uint32(f.perm)); err != nil {
 			return &fs.PathError{Op: "chmod", Path: path, Err: err}
@@ -294,8 +293,6 @@ func (f *files) check(fd int, path string) error {
 	}
 	return &fs.PathError{Op: "open", Path: path, Err: errors.New(why)}
 }
-
-var euid = sync.OnceValue(os.Geteuid)
 
 func retryEINTR(fn func() (int, error)) (int, error) {
 	for {

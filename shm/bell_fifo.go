@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-instance/instance/internal/rundir"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,9 +68,9 @@ func (b *fifoBell) open(mode int) (int, error) {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFIFO:
 		err = errors.New("not a FIFO")
-	case b.perm&0o077 == 0 && int(st.Uid) != os.Geteuid():
-		err = fmt.Errorf("owned by uid %d, not %d", st.Uid, os.Geteuid())
-	case b.perm&0o077 != 0 && int(st.Uid) == os.Geteuid() && uint32(st.Mode)&0o777 != uint32(b.perm.Perm()):
+	case b.perm&0o077 == 0 && int(st.Uid) != rundir.EUID():
+		err = fmt.Errorf("owned by uid %d, not %d", st.Uid, rundir.EUID())
+	case b.perm&0o077 != 0 && int(st.Uid) == rundir.EUID() && uint32(st.Mode)&0o777 != uint32(b.perm.Perm()):
 		err = unix.Fchmod(fd, uint32(b.perm.Perm())) // past the umask, for a shared bell
 	}
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +22,7 @@ import (
 // $XDG_RUNTIME_DIR is usable, else go-instance-<uid> in the fallback
 // directory (see tempDir); each created 0700 if missing and verified.
 func User() (string, error) {
-	uid := os.Geteuid()
+	uid := EUID()
 	rt := os.Getenv("XDG_RUNTIME_DIR")
 	if os.Getenv("SNAP_INSTANCE_NAME") != "" && filepath.IsAbs(rt) {
 		os.Mkdir(rt, 0o700) // a snap's own runtime directory is the app's to make
@@ -52,10 +53,14 @@ func tempDir(uid int) string {
 
 // InTemp reports whether dir, from User, is the fallback, which cleaners
 // may sweep ($XDG_RUNTIME_DIR is not swept).
-func InTemp(dir string) bool { return dir == tempDir(os.Geteuid()) }
+func InTemp(dir string) bool { return dir == tempDir(EUID()) }
 
 // makeDir checks dir, and makes it first if it is missing (checked first:
 // a system call less, each launch, in the usual case).
+// EUID is the process's effective user id when first asked: the kernel
+// is asked once, not at each launch.
+var EUID = sync.OnceValue(os.Geteuid)
+
 func makeDir(dir string, uid int) (string, error) {
 	err := checkDir(dir, uid)
 	if errors.Is(err, fs.ErrNotExist) {
