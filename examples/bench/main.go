@@ -216,19 +216,24 @@ func summarize(d []time.Duration) stats {
 	return stats{d[len(d)/2], d[min(len(d)-1, len(d)*99/100)]}
 }
 
-// sample runs op until duration has passed (and at least 100 times) and
-// returns its times.
-func sample(duration time.Duration, op func() error) ([]time.Duration, error) {
-	var d []time.Duration
+// samplePair runs a and b by turns until duration has passed (and each
+// at least 100 times) and returns their times. By turns, so that both see
+// the same machine: its speed drifts by more than the difference measured.
+func samplePair(duration time.Duration, a, b func() error) (da, db []time.Duration, err error) {
 	end := time.Now().Add(duration)
-	for len(d) < 100 || time.Now().Before(end) {
-		t := time.Now()
-		if err := op(); err != nil {
-			return nil, err
+	for len(da) < 100 || time.Now().Before(end) {
+		for _, s := range []struct {
+			op func() error
+			d  *[]time.Duration
+		}{{a, &da}, {b, &db}} {
+			t := time.Now()
+			if err := s.op(); err != nil {
+				return nil, nil, err
+			}
+			*s.d = append(*s.d, time.Since(t))
 		}
-		d = append(d, time.Since(t))
 	}
-	return d, nil
+	return da, db, nil
 }
 
 func handoff() error {
@@ -347,18 +352,9 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 		if err != nil {
 			return err
 		}
-		// Alternate the two so that both see the same machine.
-		var h, s []time.Duration
-		for range 4 {
-			hd, err := sample(duration/4, func() error { return handoff() })
-			if err != nil {
-				return err
-			}
-			sd, err := sample(duration/4, func() error { return dialSocket(dir) })
-			if err != nil {
-				return err
-			}
-			h, s = append(h, hd...), append(s, sd...)
+		h, s, err := samplePair(duration, handoff, func() error { return dialSocket(dir) })
+		if err != nil {
+			return err
 		}
 		latency[kind] = summarize(h)
 		latency[kind+"-socket"] = summarize(s)
@@ -376,15 +372,20 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 				hello = append(hello, d)
 			}
 			latency["secondary-process"], latency["hello-process"] = summarize(sec), summarize(hello)
-			hs, err := throughputProcs("sender-handoff", dir, senders, duration)
-			if err != nil {
-				return err
+			// Two halves of each, by turns, as for the latency.
+			var hs, ss float64
+			for range 2 {
+				h, err := throughputProcs("sender-handoff", dir, senders, duration/2)
+				if err != nil {
+					return err
+				}
+				s, err := throughputProcs("sender-socket", dir, senders, duration/2)
+				if err != nil {
+					return err
+				}
+				hs, ss = hs+h/2, ss+s/2
 			}
-			ss, err := throughputProcs("sender-socket", dir, senders, duration)
-			if err != nil {
-				return err
-			}
-			hg, err := throughput(senders, duration, func() error { return handoff() })
+			hg, err := throughput(senders, duration, handoff)
 			if err != nil {
 				return err
 			}
