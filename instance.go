@@ -672,7 +672,10 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			continue
 		}
 		if r.bell != nil {
-			err := r.bell.Wait(r.seen, -1)
+			var err error
+			if ctx.Err() == nil { // it may have ended while a handler ran
+				err = r.bell.Wait(r.seen, -1)
+			}
 			inst.idle.Add(-1)
 			if ctx.Err() != nil {
 				return ctx.Err()

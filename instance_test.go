@@ -574,3 +574,31 @@ func TestReleaseEndsIdleServe(t *testing.T) {
 		}
 	})
 }
+
+// Serve returns when its context ends while a handler runs: it does not
+// go to sleep on the doorbell first.
+func TestServeContextCancelInHandler(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst := acquirePrimary(t, dir, bell)
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() {
+			served <- inst.Serve(ctx, func(m *Message) Reply {
+				cancel()
+				time.Sleep(50 * time.Millisecond) // the context's ring comes before Serve looks again
+				return Reply{Code: 3, Data: replyFor(m.Args)}
+			})
+		}()
+		c := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"quit"}})
+		checkSecondary(t, c, c.next(20*time.Second))
+		select {
+		case err := <-served:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Serve: %v, want context.Canceled", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Serve did not return after its context ended in a handler")
+		}
+	})
+}

@@ -339,6 +339,7 @@ func (c *child) next(timeout time.Duration) string {
 		}
 		return l
 	case <-time.After(timeout):
+		dumpStacks(c.cmd.Process) // to the test's stderr, to tell where it hangs
 		c.t.Fatalf("child %d: no output within %v", c.cmd.Process.Pid, timeout)
 		return ""
 	}
