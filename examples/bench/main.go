@@ -2,13 +2,14 @@
 // baseline every other single-instance library uses, a Unix domain socket,
 // both measured in the same run on the same machine:
 //
-//	go run ./examples/bench [-duration 2s] [-senders 16] [-launches 40] [-idle 10s]
+//	go run ./examples/bench [-duration 2s] [-senders 16] [-launches 40] [-idle 10s] [-gap 1ms]
 //
 // It prints a table, then one line per figure (medians and 99th
 // percentiles of many samples):
 //
 //	handoff_latency_us       Acquire in a secondary, from call to reply, primary in another process, 200 bytes of argv
 //	socket_latency_us        dial, write the same 200 bytes, read a 1-byte ack, close; Go server in another process
+//	(table) after idle       both again, each after a pause of -gap, as between a user's launches
 //	secondary_process_ms     start a secondary process that forwards and exits
 //	hello_process_ms         start the same binary in a mode that only exits
 //	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
@@ -62,8 +63,9 @@ func main() {
 	senders := flag.Int("senders", 16, "concurrent senders for the throughput measurement")
 	launches := flag.Int("launches", 40, "process starts per kind")
 	idle := flag.Duration("idle", 10*time.Second, "how long the idle primary is watched")
+	gap := flag.Duration("gap", time.Millisecond, "the pause before each sample of the latency after idling")
 	flag.Parse()
-	if err := run(*duration, *senders, *launches, *idle); err != nil {
+	if err := run(*duration, *senders, *launches, *idle, *gap); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -219,13 +221,18 @@ func summarize(d []time.Duration) stats {
 // samplePair runs a and b by turns until duration has passed (and each
 // at least 100 times) and returns their times. By turns, so that both see
 // the same machine: its speed drifts by more than the difference measured.
-func samplePair(duration time.Duration, a, b func() error) (da, db []time.Duration, err error) {
+// A gap is a pause before each, in which the machine goes idle, as it
+// does between a user's launches.
+func samplePair(duration, gap time.Duration, a, b func() error) (da, db []time.Duration, err error) {
 	end := time.Now().Add(duration)
 	for len(da) < 100 || time.Now().Before(end) {
 		for _, s := range []struct {
 			op func() error
 			d  *[]time.Duration
 		}{{a, &da}, {b, &db}} {
+			if gap > 0 {
+				time.Sleep(gap)
+			}
 			t := time.Now()
 			if err := s.op(); err != nil {
 				return nil, nil, err
@@ -333,7 +340,7 @@ func launch(role, dir string) (time.Duration, error) {
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func run(duration time.Duration, senders, launches int, idle time.Duration) error {
+func run(duration time.Duration, senders, launches int, idle, gap time.Duration) error {
 	dir, err := os.MkdirTemp("", "instance-bench-")
 	if err != nil {
 		return err
@@ -352,13 +359,19 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 		if err != nil {
 			return err
 		}
-		h, s, err := samplePair(duration, handoff, func() error { return dialSocket(dir) })
+		socket := func() error { return dialSocket(dir) }
+		h, s, err := samplePair(duration, 0, handoff, socket)
 		if err != nil {
 			return err
 		}
 		latency[kind] = summarize(h)
 		latency[kind+"-socket"] = summarize(s)
 		if kind == "primary" {
+			h, s, err := samplePair(duration, gap, handoff, socket)
+			if err != nil {
+				return err
+			}
+			latency["idle"], latency["idle-socket"] = summarize(h), summarize(s)
 			var sec, hello []time.Duration
 			for range launches {
 				d, err := launch("secondary", dir)
@@ -416,6 +429,9 @@ func run(duration time.Duration, senders, launches int, idle time.Duration) erro
 	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (futex doorbell)", us(h.median), us(h.p99))
 	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (FIFO doorbell)", us(ph.median), us(ph.p99))
 	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "unix socket round trip", us(s.median), us(s.p99))
+	ih, is := latency["idle"], latency["idle-socket"]
+	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", fmt.Sprintf("handoff after %v idle", gap), us(ih.median), us(ih.p99))
+	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", fmt.Sprintf("socket after %v idle", gap), us(is.median), us(is.p99))
 	fmt.Printf("%-34s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
 	fmt.Printf("%-34s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
 	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d processes", senders), hs)
