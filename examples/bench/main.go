@@ -221,8 +221,10 @@ func summarize(d []time.Duration) stats {
 // samplePair runs a and b by turns until duration has passed (and each
 // at least 100 times) and returns their times. By turns, so that both see
 // the same machine: its speed drifts by more than the difference measured.
-// A gap is a pause before each, in which the machine goes idle, as it
-// does between a user's launches.
+// A gap is a pause before each, in which the other processes go idle, as
+// they do between a user's launches. This process spins through it, as a
+// launch's processor is busy starting the program: sleeping would let
+// its processor idle too, which a launch's does not.
 func samplePair(duration, gap time.Duration, a, b func() error) (da, db []time.Duration, err error) {
 	end := time.Now().Add(duration)
 	for len(da) < 100 || time.Now().Before(end) {
@@ -230,8 +232,7 @@ func samplePair(duration, gap time.Duration, a, b func() error) (da, db []time.D
 			op func() error
 			d  *[]time.Duration
 		}{{a, &da}, {b, &db}} {
-			if gap > 0 {
-				time.Sleep(gap)
+			for end := time.Now().Add(gap); time.Now().Before(end); {
 			}
 			t := time.Now()
 			if err := s.op(); err != nil {
