@@ -480,9 +480,13 @@ func (inst *Instance) ringSelf() {
 }
 
 // ringLocked rings this primary's doorbell. Called with mu held.
-func (inst *Instance) ringLocked() {
-	catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
-	inst.bell.Ring()
+func (inst *Instance) ringLocked() { ringRegion(inst.view, inst.bell) }
+
+// ringRegion rings the doorbell of view as a sender does: the word moves
+// first, so that a waiter about to sleep on its old value does not.
+func ringRegion(view *handoff.Region, bell shm.Doorbell) {
+	catchFault(func() { atomic.AddUint32(view.BellWord(), 1) })
+	bell.Ring()
 }
 
 // busyAfterWork watches the doorbell word for a moment after a round of
@@ -795,8 +799,7 @@ func (inst *Instance) Release() error {
 func (inst *Instance) teardown() error {
 	inst.stopGuard() // no region replaces this one from here on
 	inst.stopForwards()
-	catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
-	inst.bell.Ring()
+	ringRegion(inst.view, inst.bell)
 	<-inst.recvDone
 
 	inst.mu.Lock()

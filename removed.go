@@ -36,8 +36,7 @@ func (inst *Instance) retire(r *publication) {
 	inst.retired = append(inst.retired, old)
 	inst.files, inst.lock, inst.region, inst.view, inst.rc, inst.bell, inst.slotBells = r.files, r.lock, r.region, r.view, r.rc, r.bell, r.slotBells
 	inst.published.Add(1) // a receiver deferring to Serve on the old doorbell polls again
-	catchFault(func() { atomic.AddUint32(old.view.BellWord(), 1) })
-	old.bell.Ring()
+	ringRegion(old.view, old.bell)
 }
 
 // isRetired reports whether rc is a retired region's receiver. Called
@@ -103,8 +102,7 @@ func (inst *Instance) forward(r *publication, seen uint32) {
 			inst.mu.Unlock()
 			return
 		}
-		catchFault(func() { atomic.AddUint32(inst.view.BellWord(), 1) })
-		inst.bell.Ring()
+		inst.ringLocked()
 		inst.mu.Unlock()
 	}
 }
@@ -113,8 +111,7 @@ func (inst *Instance) forward(r *publication, seen uint32) {
 func (inst *Instance) stopForwards() {
 	inst.mu.Lock()
 	for _, r := range inst.retired {
-		catchFault(func() { atomic.AddUint32(r.view.BellWord(), 1) })
-		r.bell.Ring()
+		ringRegion(r.view, r.bell)
 	}
 	inst.mu.Unlock()
 	inst.forwards.Wait()

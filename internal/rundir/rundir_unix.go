@@ -55,12 +55,12 @@ func tempDir(uid int) string {
 // may sweep ($XDG_RUNTIME_DIR is not swept).
 func InTemp(dir string) bool { return dir == tempDir(EUID()) }
 
-// makeDir checks dir, and makes it first if it is missing (checked first:
-// a system call less, each launch, in the usual case).
 // EUID is the process's effective user id when first asked: the kernel
 // is asked once, not at each launch.
 var EUID = sync.OnceValue(os.Geteuid)
 
+// makeDir checks dir, and makes it first if it is missing (checked first:
+// a system call less, each launch, in the usual case).
 func makeDir(dir string, uid int) (string, error) {
 	err := checkDir(dir, uid)
 	if errors.Is(err, fs.ErrNotExist) {
