@@ -435,7 +435,13 @@ func (inst *Instance) receive() {
 		if catchFault(func() { rung = busyAfterWork(r.word, r.seen) }) == nil && rung {
 			continue // rung again meanwhile: no need to sleep
 		}
-		if err := r.bell.Wait(r.seen, -1); err != nil {
+		// The FIFO doorbell reads the word first: a fault there (the file
+		// cut short) is repaired by the next round.
+		var err error
+		if fault := catchFault(func() { err = r.bell.Wait(r.seen, -1) }); fault != nil {
+			err = fault
+		}
+		if err != nil {
 			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
 		}
 		inst.deferToServe(r)
