@@ -35,6 +35,7 @@ func BenchmarkHandoff(b *testing.B) {
 				if err != nil || inst.IsPrimary() {
 					b.Fatal(err)
 				}
+				inst.Release()
 			}
 		})
 	}
@@ -52,6 +53,7 @@ func BenchmarkHandoffParallel(b *testing.B) {
 				b.Error(err)
 				return
 			}
+			inst.Release()
 		}
 	})
 }

@@ -53,6 +53,10 @@ type Instance struct {
 	primary bool
 	reply   Reply
 
+	// A secondary's region and lock file, until Release.
+	spent        *spent
+	spentCleanup runtime.Cleanup
+
 	// The primary's state.
 	cfg      *config
 	files    *files
@@ -131,7 +135,7 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 		deadline = d
 	}
 	inst, err := acquire(ctx, deadline, cfg, f, lock, msg)
-	if err != nil || !inst.primary {
+	if err != nil {
 		lock.Close()
 	}
 	return inst, err
@@ -169,14 +173,15 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 		if ok {
 			return becomePrimary(cfg, f, lock)
 		}
-		reply, err := send(ctx, deadline, cfg, f, lock, msg)
+		reply, reg, err := send(ctx, deadline, cfg, f, lock, msg)
 		switch {
 		case err == nil:
 			code, data, err := handoff.DecodeReply(reply)
 			if err != nil {
+				reg.Close()
 				return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
 			}
-			return &Instance{reply: Reply{Code: int(code), Data: data}}, nil
+			return newSecondary(Reply{Code: int(code), Data: data}, reg, lock), nil
 		case errors.Is(err, errBecamePrimary):
 			return becomePrimary(cfg, f, lock)
 		case errors.Is(err, handoff.ErrIncompatible), errors.Is(err, ErrIncompatible):
@@ -230,20 +235,44 @@ func timeoutError(ctx context.Context, last error) error {
 	return fmt.Errorf("%w: %s: %w", ErrTimeout, why, cause)
 }
 
-// send forwards msg once through the region and returns the encoded reply.
-func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, err error) {
-	reg, err := f.openRegion(cfg.layout.Size())
+// send forwards msg once through the region and returns the encoded reply,
+// and, once it has, the region still mapped.
+func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, reg mapping, err error) {
+	reg, err = f.openRegion(cfg.layout.Size())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer reg.Close()
 	// A region truncated under us faults on access: a lost message, not a
 	// crash.
 	if ferr := catchFault(func() { reply, err = sendMapped(ctx, deadline, cfg, f, lock, reg.Bytes(), msg) }); ferr != nil {
-		return nil, fmt.Errorf("%w: %w", handoff.ErrLost, ferr)
+		err = fmt.Errorf("%w: %w", handoff.ErrLost, ferr)
 	}
-	return reply, err
+	if err != nil {
+		reg.Close()
+		return nil, nil, err
+	}
+	return reply, reg, nil
 }
+
+// newSecondary returns the instance of a secondary that got reply. It
+// keeps the region mapped and the lock file open until Release, or until
+// the process exits or the instance is collected: a launch that exits
+// with the reply leaves them to the kernel, which drops them with the
+// rest of the process for less than munmap and close cost (about a fifth
+// of a launch's handoff, most of it the other processors' TLB flush).
+func newSecondary(r Reply, reg mapping, lock ownerLock) *Instance {
+	inst := &Instance{reply: r, spent: &spent{reg: reg, lock: lock}}
+	inst.spentCleanup = runtime.AddCleanup(inst, func(s *spent) { s.close() }, inst.spent)
+	return inst
+}
+
+// spent is what a secondary holds after its reply: nothing uses it again.
+type spent struct {
+	reg  mapping
+	lock ownerLock
+}
+
+func (s *spent) close() error { return errors.Join(s.reg.Close(), s.lock.Close()) }
 
 func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
 	// Touch the header's page first with a write (adding 0 to the
@@ -777,10 +806,19 @@ func nudge(f *files, b []byte) {
 // longer than one slot (16 KiB) may then be cut short and its message sent
 // again. The lock file stays (removing it would let two primaries run);
 // the shared region stays for the next primary to re-initialise. Release is
-// a no-op for a secondary and when called again.
+// a no-op when called again. A secondary's Release unmaps the region and
+// closes the lock file, which its exit does as well.
 func (inst *Instance) Release() error {
 	if !inst.primary {
-		return nil
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		if inst.spent == nil {
+			return nil
+		}
+		inst.spentCleanup.Stop()
+		err := inst.spent.close()
+		inst.spent = nil
+		return err
 	}
 	inst.mu.Lock()
 	if inst.closing {

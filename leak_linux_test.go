@@ -31,21 +31,24 @@ func grew(before, after usage) bool {
 	return after.fds > before.fds || after.maps > before.maps || after.goroutines > before.goroutines
 }
 
-// settled waits for exited goroutines to be gone and returns the usage.
+// settled waits for exited goroutines to be gone and for the collector's
+// cleanups to have run, and returns the usage.
 func settled(t *testing.T, dir string, want usage) usage {
 	t.Helper()
 	var u usage
 	for range 100 {
-		if u = currentUsage(t, dir); u.goroutines <= want.goroutines {
+		if u = currentUsage(t, dir); !grew(want, u) {
 			break
 		}
+		runtime.GC()
 		time.Sleep(10 * time.Millisecond)
 	}
 	return u
 }
 
 // Acquire and Release as the primary, and Acquire as a secondary, give
-// back every descriptor, mapping and goroutine they take.
+// back every descriptor, mapping and goroutine they take: a secondary's at
+// Release, or once the collector finds it unused.
 func TestNoLeaks(t *testing.T) {
 	n := 10000
 	if testing.Short() {
@@ -74,18 +77,29 @@ func TestNoLeaks(t *testing.T) {
 	if l := p.next(20 * time.Second); l != "PRIMARY" {
 		t.Fatalf("%q, want PRIMARY", l)
 	}
-	send := func() {
+	send := func(release bool) {
+		was := currentUsage(t, dir)
 		inst, err := Acquire(testAppID, WithDir(dir), WithArgs([]string{"x"}))
 		if err != nil || inst.IsPrimary() {
 			t.Fatal(err)
 		}
+		if release {
+			if err := inst.Release(); err != nil {
+				t.Fatal(err)
+			}
+			if now := currentUsage(t, dir); now.maps > was.maps || now.fds > was.fds {
+				t.Fatalf("after a secondary's Release: %+v, before its Acquire %+v", now, was)
+			}
+		}
 	}
-	send()
+	send(true)
 	before = currentUsage(t, dir)
-	for range n {
-		send()
-	}
-	if after := settled(t, dir, before); grew(before, after) {
-		t.Errorf("after %d messages forwarded: %+v, before %+v", n, after, before)
+	for _, release := range []bool{true, false} {
+		for range n {
+			send(release)
+		}
+		if after := settled(t, dir, before); grew(before, after) {
+			t.Errorf("after %d messages forwarded (Release called: %v): %+v, before %+v", n, release, after, before)
+		}
 	}
 }

@@ -13,6 +13,7 @@
 //	secondary_process_ms     start a secondary process that forwards and exits
 //	hello_process_ms         start the same binary in a mode that only exits
 //	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
+//	                         (a secondary's Acquire and Release; a socket's whole exchange)
 //	throughput_goroutines_*  the same from -senders goroutines of this process
 //	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
 //	portable_*               the latency lines again with the FIFO doorbell
@@ -224,33 +225,56 @@ func summarize(d []time.Duration) stats {
 // A gap is a pause before each, in which the other processes go idle, as
 // they do between a user's launches. This process spins through it, as a
 // launch's processor is busy starting the program: sleeping would let
-// its processor idle too, which a launch's does not.
-func samplePair(duration, gap time.Duration, a, b func() error) (da, db []time.Duration, err error) {
+// its processor idle too, which a launch's does not. What an operation
+// returns to run after it, it runs once the clock has stopped.
+func samplePair(duration, gap time.Duration, a, b func() (after func() error, err error)) (da, db []time.Duration, err error) {
 	end := time.Now().Add(duration)
 	for len(da) < 100 || time.Now().Before(end) {
 		for _, s := range []struct {
-			op func() error
+			op func() (func() error, error)
 			d  *[]time.Duration
 		}{{a, &da}, {b, &db}} {
 			for end := time.Now().Add(gap); time.Now().Before(end); {
 			}
 			t := time.Now()
-			if err := s.op(); err != nil {
+			after, err := s.op()
+			if err != nil {
 				return nil, nil, err
 			}
 			*s.d = append(*s.d, time.Since(t))
+			if after != nil {
+				if err := after(); err != nil {
+					return nil, nil, err
+				}
+			}
 		}
 	}
 	return da, db, nil
 }
 
-func handoff() error {
+// acquire is the latency's operation: Acquire until it returns with the
+// reply. The secondary's Release, which unmaps the region (a launch that
+// exits leaves that to the kernel), runs after it.
+func acquire() (release func() error, err error) {
 	inst, err := instance.Acquire(appID, instance.WithArgs(args))
 	if err == nil && inst.IsPrimary() {
 		inst.Release()
-		return errors.New("no primary")
+		return nil, errors.New("no primary")
 	}
-	return err
+	if err != nil {
+		return nil, err
+	}
+	return inst.Release, nil
+}
+
+// handoff is the throughput's operation: Acquire and Release, all a
+// secondary costs.
+func handoff() error {
+	release, err := acquire()
+	if err != nil {
+		return err
+	}
+	return release()
 }
 
 func dialSocket(dir string) error {
@@ -360,15 +384,15 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 		if err != nil {
 			return err
 		}
-		socket := func() error { return dialSocket(dir) }
-		h, s, err := samplePair(duration, 0, handoff, socket)
+		socket := func() (func() error, error) { return nil, dialSocket(dir) }
+		h, s, err := samplePair(duration, 0, acquire, socket)
 		if err != nil {
 			return err
 		}
 		latency[kind] = summarize(h)
 		latency[kind+"-socket"] = summarize(s)
 		if kind == "primary" {
-			h, s, err := samplePair(duration, gap, handoff, socket)
+			h, s, err := samplePair(duration, gap, acquire, socket)
 			if err != nil {
 				return err
 			}
