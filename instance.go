@@ -68,13 +68,11 @@ type Instance struct {
 	closed   chan struct{} // Release was called
 	guard    guard         // keeps the files where launches look (removed_*.go)
 	forwards sync.WaitGroup
-	// sharedBell: every waiter on the doorbell wakes when it rings (a
-	// futex; a FIFO's byte or an auto-reset event wakes one), so an idle
-	// Serve waits on it too, and answers what it receives itself.
+	// sharedBell: the doorbell can wake many waiters, and some of them
+	// only (a futex, whose waiters belong to sets; a FIFO's byte or an
+	// auto-reset event wakes one), so an idle Serve waits on it too, and
+	// answers what it receives itself.
 	sharedBell bool
-	idle       atomic.Int32  // Serve calls waiting on the doorbell
-	receiving  atomic.Int32  // Serve calls waiting on it or polling after it rang
-	published  atomic.Uint64 // counts the publications retired
 
 	mu        sync.Mutex // guards everything below and the mapping
 	view      *handoff.Region
@@ -84,6 +82,7 @@ type Instance struct {
 	closing   bool           // Release was called: no new message goes to a handler
 	inflight  int            // handlers running
 	torn      bool           // the region is unmapped and the lock released
+	idle      int            // Serve calls waiting on the doorbell (published in the region)
 	faults    int            // header faults repaired
 	retired   []*publication // regions published before the files were removed
 }
@@ -305,13 +304,23 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 			slotBell.Close()
 		}
 	}()
-	var ring handoff.Bell = primaryBell
+	var ring, serving handoff.Bell = primaryBell, nil
+	if kind == bellFutex {
+		if b, err := shm.NewFutexBellSet(view.BellWord(), bellServe); err == nil {
+			serving = b
+		}
+	}
 	if testHookChunkSent != nil {
-		ring = &hookBell{Bell: primaryBell, hook: testHookChunkSent}
+		n := new(int)
+		ring = &hookBell{Bell: ring, n: n, hook: testHookChunkSent}
+		if serving != nil {
+			serving = &hookBell{Bell: serving, n: n, hook: testHookChunkSent}
+		}
 	}
 	s := &handoff.Sender{
 		Region:  view,
 		Primary: ring,
+		Serving: serving,
 		Slot: func(i int) (handoff.Bell, error) {
 			b, err := f.doorbell(view.SlotWord(i), kind, i, true)
 			slotBell = b
@@ -343,14 +352,14 @@ var testHookChunkSent func(n int)
 
 type hookBell struct {
 	handoff.Bell
-	n    int
+	n    *int // rings of either bell
 	hook func(int)
 }
 
 func (b *hookBell) Ring() error {
 	err := b.Bell.Ring()
-	b.n++
-	b.hook(b.n)
+	*b.n++
+	b.hook(*b.n)
 	return err
 }
 
@@ -409,6 +418,7 @@ func (inst *Instance) initRegion() error {
 		inst.slotBells = make([]shm.Doorbell, inst.cfg.layout.Slots)
 	}
 	inst.view = view
+	inst.publishIdle()
 	inst.rc = newReceiver(inst.cfg, inst.files, view, inst.slotBells)
 	// Messages queued through the old receiver cannot be answered: their
 	// senders see their slots reset and send them again.
@@ -450,6 +460,9 @@ func ringSlot(cfg *config, f *files, view *handoff.Region, bells []shm.Doorbell,
 func (inst *Instance) receive() {
 	defer close(inst.recvDone)
 	for {
+		if testHookReceiverRound != nil {
+			testHookReceiverRound(inst)
+		}
 		r, open := inst.poll()
 		if !open {
 			return
@@ -467,41 +480,44 @@ func (inst *Instance) receive() {
 		// The FIFO doorbell reads the word first: a fault there (the file
 		// cut short) is repaired by the next round.
 		var err error
-		if fault := catchFault(func() { err = r.bell.Wait(r.seen, -1) }); fault != nil {
+		if fault := catchFault(func() { err = waitAs(r, bellReceiver).Wait(r.seen, -1) }); fault != nil {
 			err = fault
 		}
 		if err != nil {
 			time.Sleep(10 * time.Millisecond) // do not spin on a broken doorbell
 		}
-		inst.deferToServe(r)
 	}
 }
 
-// deferToServe keeps the receiver asleep while a Serve waits on the same
-// futex. That Serve wakes on every ring too and answers what it receives
-// on its own thread: waking another goroutine for it would cost the
-// secondary more than the answer takes. The receiver polls again once no
-// Serve waits (one is busy with a message, and others may arrive), the
-// doorbell was replaced, or the instance is closing.
-func (inst *Instance) deferToServe(r round) {
-	for inst.receiving.Load() > 0 {
-		var w uint32
-		if catchFault(func() { w = atomic.LoadUint32(r.word) }) != nil {
-			return
+// testHookReceiverRound, set by tests, runs at each round of the receiver.
+var testHookReceiverRound func(*Instance)
+
+// The sets of a futex doorbell's waiters. Senders ring the Serve calls
+// alone while the region counts some waiting (see handoff.Sender.Serving):
+// the receiver would only wake to find the message taken, and waking a
+// second thread costs a secondary more than the answer takes.
+const (
+	bellReceiver uint32 = 1 << iota
+	bellServe
+)
+
+// waitAs returns the doorbell to wait on for round r as a member of set:
+// with a futex, one that only the rings of that set (and the plain ones)
+// wake; with the other doorbells, the doorbell itself.
+func waitAs(r round, set uint32) shm.Doorbell {
+	if r.shared {
+		if b, err := shm.NewFutexBellSet(r.word, set); err == nil {
+			return b
 		}
-		// Checked after reading the word: what happened before the read is
-		// seen here, what happens after it changes the word.
-		select {
-		case <-inst.closed:
-			return
-		default:
-		}
-		if inst.published.Load() != r.published || inst.receiving.Load() == 0 {
-			return
-		}
-		if r.bell.Wait(w, -1) != nil {
-			return
-		}
+	}
+	return r.bell
+}
+
+// publishIdle writes the count of Serve calls waiting on the doorbell into
+// the region, for senders. Called with mu held.
+func (inst *Instance) publishIdle() {
+	if inst.sharedBell {
+		catchFault(func() { atomic.StoreUint32(inst.view.ServingWord(), uint32(inst.idle)) })
 	}
 }
 
@@ -541,11 +557,11 @@ func busyAfterWork(word *uint32, seen uint32) bool {
 // A round is one pass of the receiver over the regions: the doorbell to
 // wait on next, its word, and the word's value before the round.
 type round struct {
-	bell      shm.Doorbell
-	word      *uint32
-	seen      uint32
-	published uint64 // inst.published during the round
-	queued    bool   // messages were queued
+	bell   shm.Doorbell
+	shared bool // inst.sharedBell
+	word   *uint32
+	seen   uint32
+	queued bool // messages were queued
 }
 
 // poll runs one round of the receiver; open is false once the instance is
@@ -563,7 +579,7 @@ func (inst *Instance) poll() (r round, open bool) {
 func (inst *Instance) pollLocked() round {
 	// The word stays where it is: a repair lays a new region over the same
 	// mapping.
-	r := round{bell: inst.bell, word: inst.view.BellWord(), published: inst.published.Load()}
+	r := round{bell: inst.bell, shared: inst.sharedBell, word: inst.view.BellWord()}
 	r.queued = inst.pollRetired()
 	var done []handoff.Incoming
 	if err := catchFault(func() {
@@ -602,7 +618,7 @@ func (inst *Instance) signalQueued() {
 	case inst.notify <- struct{}{}:
 	default:
 	}
-	if inst.idle.Load() > 0 {
+	if inst.idle > 0 {
 		inst.ringLocked()
 	}
 }
@@ -664,19 +680,31 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 	if !inst.primary {
 		return fmt.Errorf("%w: Serve on a secondary", ErrClosed)
 	}
-	// receiving: this call counts in inst.receiving, from its wait on the
-	// doorbell until it has taken what the ring brought.
-	receiving := false
+	// waiting: this call counts in inst.idle, from before its wait on the
+	// doorbell until it next holds mu.
+	waiting := false
 	if inst.sharedBell {
 		defer context.AfterFunc(ctx, inst.ringSelf)()
 		defer func() {
-			if receiving {
-				inst.receiving.Add(-1)
+			if waiting {
+				inst.mu.Lock()
+				inst.idle--
+				inst.publishIdle()
+				inst.mu.Unlock()
 			}
 		}()
 	}
 	for {
 		inst.mu.Lock()
+		if waiting {
+			// Counted out before polling: a sender that rings after the
+			// poll read the word sees the count without this call (see
+			// handoff.Sender.ring), and wakes the receiver if no other
+			// Serve waits.
+			inst.idle--
+			inst.publishIdle()
+			waiting = false
+		}
 		if inst.closing {
 			inst.mu.Unlock()
 			return ErrClosed
@@ -694,16 +722,10 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 				inst.signalQueued() // another Serve may take the next one now
 			}
 			inst.inflight++
-			if receiving {
-				inst.receiving.Add(-1) // the receiver polls on the next ring
-				receiving = false
-			}
 		} else if r.bell != nil {
-			if !receiving {
-				inst.receiving.Add(1)
-				receiving = true
-			}
-			inst.idle.Add(1)
+			inst.idle++
+			inst.publishIdle()
+			waiting = true
 		}
 		inst.mu.Unlock()
 		if p != nil {
@@ -713,9 +735,8 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 		if r.bell != nil {
 			var err error
 			if ctx.Err() == nil { // it may have ended while a handler ran
-				err = r.bell.Wait(r.seen, -1)
+				err = waitAs(r, bellServe).Wait(r.seen, -1)
 			}
-			inst.idle.Add(-1)
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

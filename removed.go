@@ -35,8 +35,9 @@ func (inst *Instance) retire(r *publication) {
 	old := &publication{files: inst.files, lock: inst.lock, region: inst.region, view: inst.view, rc: inst.rc, bell: inst.bell, slotBells: inst.slotBells}
 	inst.retired = append(inst.retired, old)
 	inst.files, inst.lock, inst.region, inst.view, inst.rc, inst.bell, inst.slotBells = r.files, r.lock, r.region, r.view, r.rc, r.bell, r.slotBells
-	inst.published.Add(1) // a receiver deferring to Serve on the old doorbell polls again
-	ringRegion(old.view, old.bell)
+	inst.publishIdle()
+	ringRegion(old.view, old.bell) // Serve calls waiting on it wait on the new one
+
 }
 
 // isRetired reports whether rc is a retired region's receiver. Called

@@ -130,7 +130,14 @@ type Bell interface {
 // primary's reply.
 type Sender struct {
 	Region  *Region
-	Primary Bell                      // rings the primary
+	Primary Bell // rings the primary
+	// Serving, if set, rings only those of the primary's waiters that
+	// handle what they receive (not its receiver, which would only wake
+	// to go back to sleep). A sender uses it instead of Primary while the
+	// region's ServingWord is not 0, and rings Primary too while it waits
+	// past its first check, so that a count that is wrong (damage) delays
+	// a message but never loses it.
+	Serving Bell
 	Slot    func(i int) (Bell, error) // the sender's wake-up for slot i
 	Alive   func(pid int) bool        // whether a claimant still runs
 	Check   func() error              // called at least every CheckEvery while waiting; an error aborts
@@ -258,6 +265,12 @@ func (s *Sender) exchange(c claim, bell Bell, msg []byte, deadline time.Time) ([
 
 func (s *Sender) ring() error {
 	atomic.AddUint32(s.Region.BellWord(), 1)
+	// Dekker with the primary: a handler leaving the wait lowers the
+	// count before it reads the word, this reads the count after moving
+	// the word, so one of the two sees the other.
+	if s.Serving != nil && atomic.LoadUint32(s.Region.ServingWord()) != 0 {
+		return s.Serving.Ring()
+	}
 	return s.Primary.Ring()
 }
 
@@ -290,6 +303,12 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 		}
 		if now.Sub(lastCheck) >= every {
 			lastCheck, every = now, min(2*every, CheckEvery)
+			if st != stWaiting && s.Serving != nil {
+				// The primary has yet to act on this state: make sure it
+				// was woken (see Serving).
+				atomic.AddUint32(s.Region.BellWord(), 1)
+				s.Primary.Ring()
+			}
 			err := ErrLost
 			if s.Region.Current() {
 				err = s.Check()

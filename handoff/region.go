@@ -10,8 +10,9 @@
 // # Region layout
 //
 // A 128-byte header (magic, protocol version, state, size, slot geometry,
-// generation, owner PID and start time, doorbell kind and doorbell word)
-// is followed by a table of 32-byte slot control blocks, then by each
+// generation, owner PID and start time, doorbell kind and doorbell word,
+// and the count of the primary's handlers waiting on that word) is
+// followed by a table of 32-byte slot control blocks, then by each
 // slot's data area, through which one message, and then its reply, stream
 // in chunks. The header, the table and the start of slot 0's data share
 // the first page (of the default layout), and senders take the first free
@@ -59,6 +60,7 @@ const (
 	offOwnerStart = 48
 	offBellKind   = 56
 	offBell       = 60
+	offServing    = 64 // written by the primary; see Sender.Serving
 )
 
 // Slot control offsets.
@@ -165,6 +167,7 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 	atomic.StoreUint64(r.u64(offOwnerPID), uint64(owner.PID))
 	atomic.StoreUint64(r.u64(offOwnerStart), uint64(owner.Start))
 	atomic.StoreUint32(r.u32(offBellKind), bellKind)
+	atomic.StoreUint32(r.u32(offServing), 0)
 	for i := range l.Slots {
 		// Free each slot with a new sequence number, so that a claim of the
 		// old generation never matches one of the new, even one made while
@@ -289,6 +292,11 @@ func (r *Region) BellKind() uint32 { return r.bellKind }
 
 // BellWord is the primary's doorbell word: senders increment it and ring.
 func (r *Region) BellWord() *uint32 { return r.u32(offBell) }
+
+// ServingWord counts the primary's handlers that wait on the doorbell
+// word themselves: the primary keeps it, senders read it (see
+// Sender.Serving).
+func (r *Region) ServingWord() *uint32 { return r.u32(offServing) }
 
 // BellWordOf returns the doorbell word of the region in b, whether or not
 // its header is valid, or nil if b is too short or misaligned: a sender

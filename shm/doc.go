@@ -108,6 +108,12 @@ type Doorbell interface {
 // futex). The word must lie in a shared mapping.
 func NewFutexBell(word *uint32) (Doorbell, error) { return newFutexBell(word) }
 
+// NewFutexBellSet is NewFutexBell for one set of the word's waiters, a
+// bitmask: its Wait waits as a member of set, and its Ring wakes only the
+// waiters whose set shares a bit with set. NewFutexBell's bell belongs to
+// every set, and its Ring wakes every waiter.
+func NewFutexBellSet(word *uint32, set uint32) (Doorbell, error) { return newFutexBellSet(word, set) }
+
 // OpenMapping maps the named, page-file-backed mapping name (Windows:
 // Local\ or Global\ names). With create set it is made with size bytes if
 // missing, with a DACL for the current user alone unless perm has group or

@@ -66,6 +66,11 @@ func blockedIn(pid int, kind string, addr uint64) (found, ok bool) {
 			if nr == unix.SYS_FUTEX && a1 == addr && a2&0x7f == 0 /* FUTEX_WAIT, whatever the flags */ {
 				return true, true
 			}
+		case "futex-set":
+			// futex(addr, FUTEX_WAIT_BITSET, ...)
+			if nr == unix.SYS_FUTEX && a1 == addr && a2&0x7f == 9 {
+				return true, true
+			}
 		case "poll":
 			// ppoll(fds, 1, ...)
 			if nr == unix.SYS_PPOLL && a2 == 1 {
