@@ -172,15 +172,15 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 		if ok {
 			return becomePrimary(cfg, f, lock)
 		}
-		reply, reg, err := send(ctx, deadline, cfg, f, lock, msg)
+		reply, sp, err := send(ctx, deadline, cfg, f, lock, msg)
 		switch {
 		case err == nil:
 			code, data, err := handoff.DecodeReply(reply)
 			if err != nil {
-				reg.Close()
+				sp.closeRegion()
 				return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
 			}
-			return newSecondary(Reply{Code: int(code), Data: data}, reg, lock), nil
+			return newSecondary(Reply{Code: int(code), Data: data}, sp), nil
 		case errors.Is(err, errBecamePrimary):
 			return becomePrimary(cfg, f, lock)
 		case errors.Is(err, handoff.ErrIncompatible), errors.Is(err, ErrIncompatible):
@@ -236,44 +236,57 @@ func timeoutError(ctx context.Context, last error) error {
 
 // send forwards msg once through the region and returns the encoded reply,
 // and, once it has, the region still mapped.
-func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, reg mapping, err error) {
-	reg, err = f.openRegion(cfg.layout.Size())
+func send(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, msg []byte) (reply []byte, sp *spent, err error) {
+	reg, err := f.openRegion(cfg.layout.Size())
 	if err != nil {
 		return nil, nil, err
 	}
+	sp = &spent{reg: reg, lock: lock}
 	// A region truncated under us faults on access: a lost message, not a
 	// crash.
-	if ferr := catchFault(func() { reply, err = sendMapped(ctx, deadline, cfg, f, lock, reg.Bytes(), msg) }); ferr != nil {
+	if ferr := catchFault(func() { reply, err = sendMapped(ctx, deadline, cfg, f, lock, sp, msg) }); ferr != nil {
 		err = fmt.Errorf("%w: %w", handoff.ErrLost, ferr)
 	}
 	if err != nil {
-		reg.Close()
+		sp.closeRegion()
 		return nil, nil, err
 	}
-	return reply, reg, nil
+	return reply, sp, nil
 }
 
 // newSecondary returns the instance of a secondary that got reply. It
-// keeps the region mapped and the lock file open until Release, or until
-// the process exits or the instance is collected: a launch that exits
-// with the reply leaves them to the kernel, which drops them with the
-// rest of the process for less than munmap and close cost (about a fifth
-// of a launch's handoff, most of it the other processors' TLB flush).
-func newSecondary(r Reply, reg mapping, lock ownerLock) *Instance {
-	inst := &Instance{reply: r, spent: &spent{reg: reg, lock: lock}}
-	inst.spentCleanup = runtime.AddCleanup(inst, func(s *spent) { s.close() }, inst.spent)
+// keeps the region mapped and the lock file and the doorbell open until
+// Release, or until the process exits or the instance is collected: a
+// launch that exits with the reply leaves them to the kernel, which drops
+// them with the rest of the process for less than munmap and close cost
+// (about a fifth of a launch's handoff, most of it the other processors'
+// TLB flush).
+func newSecondary(r Reply, sp *spent) *Instance {
+	inst := &Instance{reply: r, spent: sp}
+	inst.spentCleanup = runtime.AddCleanup(inst, func(s *spent) { s.close() }, sp)
 	return inst
 }
 
 // spent is what a secondary holds after its reply: nothing uses it again.
 type spent struct {
 	reg  mapping
+	bell shm.Doorbell // the primary's, once rung
 	lock ownerLock
 }
 
-func (s *spent) close() error { return errors.Join(s.reg.Close(), s.lock.Close()) }
+// closeRegion unmaps the region and closes the doorbell.
+func (s *spent) closeRegion() error {
+	var err error
+	if s.bell != nil {
+		err = s.bell.Close()
+	}
+	return errors.Join(err, s.reg.Close())
+}
 
-func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, b []byte, msg []byte) ([]byte, error) {
+func (s *spent) close() error { return errors.Join(s.closeRegion(), s.lock.Close()) }
+
+func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, lock ownerLock, sp *spent, msg []byte) ([]byte, error) {
+	b := sp.reg.Bytes()
 	// Touch the header's page first with a write (adding 0 to the
 	// doorbell): that maps it writable in one fault, where a first read
 	// faults twice (to read, mapping its neighbours as well, then to write).
@@ -297,13 +310,9 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 		}
 		return nil, err
 	}
-	defer primaryBell.Close()
-	var slotBell shm.Doorbell
-	defer func() {
-		if slotBell != nil {
-			slotBell.Close()
-		}
-	}()
+	sp.bell = primaryBell
+	slotBell := &lazyBell{}
+	defer slotBell.Close()
 	var ring, serving handoff.Bell = primaryBell, nil
 	if kind == bellFutex {
 		if b, err := shm.NewFutexBellSet(view.BellWord(), bellServe); err == nil {
@@ -322,9 +331,8 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 		Primary: ring,
 		Serving: serving,
 		Slot: func(i int) (handoff.Bell, error) {
-			b, err := f.doorbell(view.SlotWord(i), kind, i, true)
-			slotBell = b
-			return b, err
+			slotBell.open = func() (shm.Doorbell, error) { return f.doorbell(view.SlotWord(i), kind, i, true) }
+			return slotBell, nil
 		},
 		Alive: processAlive,
 		Check: func() error {
@@ -344,6 +352,42 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 		MaxReply: cfg.maxMessage,
 	}
 	return s.Send(msg, deadline)
+}
+
+// lazyBell opens its doorbell when it first waits. A sender's wait on its
+// slot usually ends while it spins, before it sleeps: a FIFO's mkfifo,
+// open, fstat and close (or an event's), which it then need not make, cost
+// more than the rest of its wait. It is safe because a doorbell checks the
+// word once open, before it sleeps: a ring that found no waiter came after
+// a change that this check sees.
+type lazyBell struct {
+	open func() (shm.Doorbell, error)
+	b    shm.Doorbell
+	err  error
+}
+
+func (l *lazyBell) Wait(old uint32, timeout time.Duration) error {
+	if l.b == nil && l.err == nil {
+		l.b, l.err = l.open()
+	}
+	if l.err != nil {
+		return l.err
+	}
+	return l.b.Wait(old, timeout)
+}
+
+func (l *lazyBell) Ring() error {
+	if l.b == nil {
+		return nil
+	}
+	return l.b.Ring()
+}
+
+func (l *lazyBell) Close() error {
+	if l.b == nil {
+		return nil
+	}
+	return l.b.Close()
 }
 
 // testHookChunkSent, set by tests, runs each time a secondary has rung the
