@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -324,11 +325,16 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 }
 
 // processAlive reports whether pid still runs (EPERM: it does, as another
-// user). A PID that cannot name one process is taken as alive: the slot
-// is left alone rather than taken from a live sender.
+// user). A PID of 0 or less, which kill(2) would take for a group, is
+// taken as alive: the slot is left alone rather than taken from a live
+// sender. One beyond any PID's range (damage) is taken as gone: kill(2)
+// would read it as negative too.
 func processAlive(pid int) bool {
 	if pid <= 0 {
 		return true
+	}
+	if pid > math.MaxInt32 {
+		return false
 	}
 	err := unix.Kill(pid, 0)
 	return err == nil || err == unix.EPERM

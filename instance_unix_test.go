@@ -319,3 +319,19 @@ func TestIncompatiblePeer(t *testing.T) {
 		t.Errorf("%q, want ErrIncompatible", l)
 	}
 }
+
+// A slot's PID field is 32 bits of untrusted input: values that kill(2)
+// would read as a process group, or as every process, name no process.
+func TestProcessAliveOutOfRange(t *testing.T) {
+	if !processAlive(os.Getpid()) {
+		t.Error("this process is not alive")
+	}
+	if strconv.IntSize < 64 {
+		t.Skip("such a PID is negative as an int here, and taken as alive")
+	}
+	for _, pid := range []uint32{1 << 31, 1<<32 - 2, 1<<32 - 1} {
+		if processAlive(int(pid)) {
+			t.Errorf("processAlive(%d) = true", pid)
+		}
+	}
+}
