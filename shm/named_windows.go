@@ -11,7 +11,7 @@ import (
 	"sync"
 
 	"github.com/go-instance/instance/internal/rundir"
-	"golang.org/x/sys/windows"
+	"github.com/go-instance/instance/internal/winapi"
 )
 
 // objectName is the Local\ name of the object of a kind and name, with a
@@ -26,11 +26,11 @@ func objectName(kind, name string) (string, error) {
 }
 
 var userSID = sync.OnceValues(func() (string, error) {
-	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	sid, err := winapi.UserSID()
 	if err != nil {
-		return "", os.NewSyscallError("GetTokenUser", err)
+		return "", err
 	}
-	return u.User.Sid.String(), nil
+	return sid.String(), nil
 })
 
 func create(name string, size int) (*Region, error) {

@@ -1,6 +1,7 @@
 // Command bench measures the handoff of package instance against the
-// baseline every other single-instance library uses, a Unix domain socket,
-// both measured in the same run on the same machine:
+// baseline every other single-instance library uses, a Unix domain socket
+// (on Windows a named pipe), both measured in the same run on the same
+// machine:
 //
 //	go run ./examples/bench [-duration 2s] [-senders 16] [-launches 40] [-idle 10s] [-gap 1ms]
 //
@@ -8,19 +9,21 @@
 // percentiles of many samples):
 //
 //	handoff_latency_us       Acquire in a secondary, from call to reply, primary in another process, 200 bytes of argv
-//	socket_latency_us        dial, write the same 200 bytes, read a 1-byte ack, close; Go server in another process
+//	socket_latency_us        connect, write the same 200 bytes, read a 1-byte ack, close; Go server in another process
 //	(table) after idle       both again, each after a pause of -gap, as between a user's launches
 //	secondary_process_ms     start a secondary process that forwards and exits
 //	hello_process_ms         start the same binary in a mode that only exits
 //	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
 //	                         (a secondary's Acquire and Release; a socket's whole exchange)
-//	throughput_goroutines_*  the same from -senders goroutines of this process
+//	(table) goroutines       the same from -senders goroutines of this process
 //	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
-//	portable_*               the latency lines again with the FIFO doorbell
+//	portable_*               the latency lines again with the FIFO doorbell (the
+//	                         internal switch, on Linux; elsewhere the same doorbell again)
 //
 // The instance's files are where an application's would be, in the
 // library's per-user directory ($XDG_RUNTIME_DIR, else /dev/shm on
-// Linux); the socket is in a new temp directory. The program re-executes
+// Linux); the socket is in a new temp directory, whose name also names the
+// pipe. The program re-executes
 // itself for the other processes; the figures are ratios of numbers taken
 // minutes apart at most, never absolute goals.
 package main
@@ -32,10 +35,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -127,7 +128,7 @@ func child(role string) error {
 		fmt.Println(n)
 		return nil
 	case "server":
-		ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
+		ln, err := listenBaseline(dir)
 		if err != nil {
 			return err
 		}
@@ -277,8 +278,16 @@ func handoff() error {
 	return release()
 }
 
+// listener accepts connections of the baseline.
+type listener interface {
+	Accept() (io.ReadWriteCloser, error)
+	Close() error
+}
+
+// dialSocket is one exchange of the baseline: connect, send 200 bytes,
+// read a 1-byte ack, close.
 func dialSocket(dir string) error {
-	c, err := net.Dial("unix", filepath.Join(dir, "sock"))
+	c, err := dialBaseline(dir)
 	if err != nil {
 		return err
 	}
@@ -450,20 +459,21 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	hs, ss := float64(latency["tp"].median), float64(latency["tp"].p99)
 	hg, sg := float64(latency["tpg"].median), float64(latency["tpg"].p99)
 	fmt.Printf("instance bench: %s/%s, %d CPUs, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
-	fmt.Printf("%-34s %12s %12s\n", "", "median", "p99")
-	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (futex doorbell)", us(h.median), us(h.p99))
-	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "handoff (FIFO doorbell)", us(ph.median), us(ph.p99))
-	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", "unix socket round trip", us(s.median), us(s.p99))
+	fmt.Printf("%-38s %12s %12s\n", "", "median", "p99")
+	bell, portable := doorbells()
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", "handoff ("+bell+" doorbell)", us(h.median), us(h.p99))
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", "handoff ("+portable+" doorbell)", us(ph.median), us(ph.p99))
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", baselineName+" round trip", us(s.median), us(s.p99))
 	ih, is := latency["idle"], latency["idle-socket"]
-	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", fmt.Sprintf("handoff after %v idle", gap), us(ih.median), us(ih.p99))
-	fmt.Printf("%-34s %10.1fµs %10.1fµs\n", fmt.Sprintf("socket after %v idle", gap), us(is.median), us(is.p99))
-	fmt.Printf("%-34s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
-	fmt.Printf("%-34s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
-	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d processes", senders), hs)
-	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("socket throughput, %d processes", senders), ss)
-	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d goroutines", senders), hg)
-	fmt.Printf("%-34s %10.0f/s\n", fmt.Sprintf("socket throughput, %d goroutines", senders), sg)
-	fmt.Printf("%-34s %10dms\n\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("handoff after %v idle", gap), us(ih.median), us(ih.p99))
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("%s after %v idle", baselineName, gap), us(is.median), us(is.p99))
+	fmt.Printf("%-38s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
+	fmt.Printf("%-38s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
+	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d processes", senders), hs)
+	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d processes", baselineName, senders), ss)
+	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d goroutines", senders), hg)
+	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d goroutines", baselineName, senders), sg)
+	fmt.Printf("%-38s %10dms\n\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
 
 	fmt.Printf("handoff_latency_us: median=%.1f p99=%.1f\n", us(h.median), us(h.p99))
 	fmt.Printf("socket_latency_us: median=%.1f p99=%.1f\n", us(s.median), us(s.p99))
@@ -478,6 +488,18 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	fmt.Printf("portable_socket_latency_us: median=%.1f p99=%.1f\n", us(ps.median), us(ps.p99))
 	fmt.Printf("portable_handoff_vs_socket_latency_ratio: %.2f\n", us(ph.median)/us(ps.median))
 	return nil
+}
+
+// doorbells names the doorbell of the main run and of the portable one,
+// which the internal switch selects on Linux alone.
+func doorbells() (main, portable string) {
+	switch runtime.GOOS {
+	case "linux":
+		return "futex", "FIFO"
+	case "windows":
+		return "event", "event"
+	}
+	return "FIFO", "FIFO"
 }
 
 // idlePrimary starts a primary, leaves it alone for idle, and returns the

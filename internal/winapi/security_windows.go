@@ -2,10 +2,38 @@ package winapi
 
 import (
 	"fmt"
+	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/windows"
 )
+
+// UserSID is the SID of the process token's user, asked for once: every
+// launch needs it several times (names, DACLs, owner checks).
+var UserSID = sync.OnceValues(func() (*windows.SID, error) {
+	u, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return nil, os.NewSyscallError("GetTokenUser", err)
+	}
+	return u.User.Sid, nil
+})
+
+// defaultOwner is the owner the process token gives the objects it makes,
+// asked for once.
+var defaultOwner = sync.OnceValues(func() (*windows.SID, error) {
+	n := uint32(64)
+	for {
+		b := make([]byte, n)
+		err := windows.GetTokenInformation(windows.GetCurrentProcessToken(), windows.TokenOwner, &b[0], n, &n)
+		if err == nil {
+			return (*struct{ Owner *windows.SID })(unsafe.Pointer(&b[0])).Owner, nil
+		}
+		if err != windows.ERROR_INSUFFICIENT_BUFFER {
+			return nil, os.NewSyscallError("GetTokenInformation", err)
+		}
+	}
+})
 
 // SecurityAttributes gives a new kernel object or file a DACL: full access
 // for the current user alone, or for everyone when shared. The handle it
@@ -13,11 +41,11 @@ import (
 func SecurityAttributes(shared bool) (*windows.SecurityAttributes, error) {
 	who := "WD" // everyone
 	if !shared {
-		u, err := windows.GetCurrentProcessToken().GetTokenUser()
+		sid, err := UserSID()
 		if err != nil {
 			return nil, err
 		}
-		who = u.User.Sid.String()
+		who = sid.String()
 	}
 	sd, err := windows.SecurityDescriptorFromString("D:P(A;;GA;;;" + who + ")")
 	if err != nil {
@@ -42,27 +70,16 @@ func CheckOwner(h windows.Handle) error {
 	if err != nil {
 		return err
 	}
-	tok := windows.GetCurrentProcessToken()
-	u, err := tok.GetTokenUser()
+	sid, err := UserSID()
 	if err != nil {
 		return err
 	}
-	if owner.Equals(u.User.Sid) {
-		return nil
+	def, err := defaultOwner()
+	if err != nil {
+		return err
 	}
-	n := uint32(64)
-	for {
-		b := make([]byte, n)
-		err := windows.GetTokenInformation(tok, windows.TokenOwner, &b[0], n, &n)
-		if err == nil {
-			if owner.Equals((*struct{ Owner *windows.SID })(unsafe.Pointer(&b[0])).Owner) {
-				return nil
-			}
-			break
-		}
-		if err != windows.ERROR_INSUFFICIENT_BUFFER {
-			return err
-		}
+	if owner.Equals(sid) || owner.Equals(def) {
+		return nil
 	}
 	return fmt.Errorf("owned by %s, not by this user", owner)
 }
