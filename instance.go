@@ -53,7 +53,7 @@ type Instance struct {
 	primary bool
 	reply   Reply
 
-	// A secondary's region and lock file, until Release.
+	// A secondary's region, doorbell and lock file, until Release.
 	spent        *spent
 	spentCleanup runtime.Cleanup
 
@@ -68,10 +68,10 @@ type Instance struct {
 	closed   chan struct{} // Release was called
 	guard    guard         // keeps the files where launches look (removed_*.go)
 	forwards sync.WaitGroup
-	// sharedBell: the doorbell can wake many waiters, and some of them
-	// only (a futex, whose waiters belong to sets; a FIFO's byte or an
-	// auto-reset event wakes one), so an idle Serve waits on it too, and
-	// answers what it receives itself.
+	// sharedBell: the doorbell is a futex, which wakes every waiter of
+	// the set rung (a FIFO's byte or an auto-reset event wakes one), so an
+	// idle Serve waits on it too, in a set of its own, and answers what it
+	// receives itself.
 	sharedBell bool
 
 	mu        sync.Mutex // guards everything below and the mapping
