@@ -515,8 +515,22 @@ func TestReleaseFromHandler(t *testing.T) {
 	})
 }
 
+// wantServeReturn waits for a Serve's result on served and wants it to
+// match want.
+func wantServeReturn(t *testing.T, served <-chan error, want error, when string) {
+	t.Helper()
+	select {
+	case err := <-served:
+		if !errors.Is(err, want) {
+			t.Errorf("Serve %s: %v, want %v", when, err, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Serve did not return %s", when)
+	}
+}
+
 // Serve returns when its context ends, also while it waits on the doorbell
-// itself (the futex one, which wakes every waiter).
+// itself (the futex one, in a set of its own waiters).
 func TestServeContextCancel(t *testing.T) {
 	forEachBell(t, func(t *testing.T, bell uint32) {
 		inst := acquirePrimary(t, testDir(t), bell)
@@ -525,14 +539,7 @@ func TestServeContextCancel(t *testing.T) {
 		go func() { served <- inst.Serve(ctx, func(*Message) Reply { return Reply{} }) }()
 		time.Sleep(10 * time.Millisecond) // let it go to sleep (it returns either way)
 		cancel()
-		select {
-		case err := <-served:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Serve: %v, want context.Canceled", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("Serve did not return after its context ended")
-		}
+		wantServeReturn(t, served, context.Canceled, "after its context ended")
 	})
 }
 
@@ -559,14 +566,7 @@ func TestReleaseEndsIdleServe(t *testing.T) {
 		if err := inst.Release(); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case err := <-idle:
-			if !errors.Is(err, ErrClosed) {
-				t.Errorf("idle Serve: %v, want ErrClosed", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("an idle Serve went on after Release")
-		}
+		wantServeReturn(t, idle, ErrClosed, "while idle, after Release")
 		close(finish)
 		checkSecondary(t, c, c.next(20*time.Second))
 		if err := <-busy; !errors.Is(err, ErrClosed) {
@@ -592,13 +592,6 @@ func TestServeContextCancelInHandler(t *testing.T) {
 		}()
 		c := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"quit"}})
 		checkSecondary(t, c, c.next(20*time.Second))
-		select {
-		case err := <-served:
-			if !errors.Is(err, context.Canceled) {
-				t.Errorf("Serve: %v, want context.Canceled", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("Serve did not return after its context ended in a handler")
-		}
+		wantServeReturn(t, served, context.Canceled, "after its context ended in a handler")
 	})
 }

@@ -73,6 +73,7 @@ func (l *pipeListener) Accept() (io.ReadWriteCloser, error) {
 		return nil, os.NewSyscallError("ConnectNamedPipe", err)
 	}
 	if l.next, err = l.instance(0); err != nil {
+		windows.CloseHandle(h)
 		return nil, err
 	}
 	return os.NewFile(uintptr(h), l.name), nil
