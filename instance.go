@@ -169,20 +169,31 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
+		if !ok {
+			var reply []byte
+			var sp *spent
+			reply, sp, err = send(ctx, deadline, cfg, f, lock, msg)
+			if err == nil {
+				code, data, err := handoff.DecodeReply(reply)
+				if err != nil {
+					sp.closeRegion()
+					return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
+				}
+				return newSecondary(Reply{Code: int(code), Data: data}, sp), nil
+			}
+			ok = errors.Is(err, errBecamePrimary)
+		}
 		if ok {
+			moved, err := f.confirmDir()
+			if err != nil {
+				return nil, err
+			}
+			if moved {
+				continue // the lock to try is another
+			}
 			return becomePrimary(cfg, f, lock)
 		}
-		reply, sp, err := send(ctx, deadline, cfg, f, lock, msg)
 		switch {
-		case err == nil:
-			code, data, err := handoff.DecodeReply(reply)
-			if err != nil {
-				sp.closeRegion()
-				return nil, fmt.Errorf("%w: %w", ErrIncompatible, err)
-			}
-			return newSecondary(Reply{Code: int(code), Data: data}, sp), nil
-		case errors.Is(err, errBecamePrimary):
-			return becomePrimary(cfg, f, lock)
 		case errors.Is(err, handoff.ErrIncompatible), errors.Is(err, ErrIncompatible):
 			// Another version, or damage that looks like one (a header
 			// field overwritten), which the primary, rung by sendMapped,

@@ -36,18 +36,24 @@ var defaultBell = func() uint32 {
 // The lock file is held as a bare descriptor, not an *os.File: os.NewFile
 // costs a secondary a system call, and a descriptor has no finalizer that
 // could close the lock.
+//
+// The per-user directory is checked (see package rundir) by a primary, and
+// by a secondary only if its lock file does not vouch for it: the
+// directory that rundir.Likely guesses, checked by nobody yet, is
+// unchecked until then.
 type files struct {
-	prefix string      // <dir>/<base>
-	perm   fs.FileMode // of the files created
-	shared bool        // machine scope: files of other users are expected
-	lock   int         // the lock file, once openLock has opened it
-	size   int64       // its size when opened, until openRegion uses it; else -1
+	prefix    string      // <dir>/<base>
+	perm      fs.FileMode // of the files created
+	shared    bool        // machine scope: files of other users are expected
+	unchecked bool        // prefix's directory is rundir.Likely's guess
+	lock      int         // the lock file, once openLock has opened it
+	held      *flockLock  // the lock openLock returned
+	size      int64       // its size when opened, until openRegion uses it; else -1
 }
 
 func openFiles(c *config, appID string) (*files, error) {
 	f := &files{perm: 0o600, lock: -1, size: -1}
 	var dir, session string
-	var err error
 	switch {
 	case c.dir != "":
 		dir = c.dir // opening the lock file tells if it is no directory
@@ -55,9 +61,7 @@ func openFiles(c *config, appID string) (*files, error) {
 		// /tmp, not os.TempDir: on macOS $TMPDIR is per user.
 		dir, f.perm, f.shared = "/tmp", 0o666, true
 	default:
-		if dir, err = userDir(); err != nil {
-			return nil, err
-		}
+		dir, f.unchecked = rundir.Likely(), true
 		if c.scope == ScopeSession {
 			session = sessionName()
 		}
@@ -99,13 +103,67 @@ func userDir() (string, error) {
 
 func (f *files) lockPath() string { return f.prefix + ".lock" }
 
+// openLock opens the lock file, creating it if missing. In an unchecked
+// directory it first looks for the file there: a regular file of this
+// user's with one link can only have been put there by this user, whose
+// primary checked the directory, and a secondary then need not
+// (confirmDir checks it for a primary). Without such a file, the directory
+// is checked, and may turn out to be another.
 func (f *files) openLock() (ownerLock, error) {
-	fd, err := f.open(f.lockPath(), true)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	fd := -1
+	if f.unchecked {
+		fd, _ = f.open(f.lockPath(), false)
+		if fd < 0 {
+			if err := f.checkDir(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if fd < 0 {
+		var err error
+		if fd, err = f.open(f.lockPath(), true); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
 	}
 	f.lock = fd
-	return &flockLock{fd: fd, path: f.lockPath()}, nil
+	f.held = &flockLock{fd: fd, path: f.lockPath()}
+	return f.held, nil
+}
+
+// checkDir checks the per-user directory, which may be another than the
+// one guessed, and puts the files there.
+func (f *files) checkDir() error {
+	dir, err := userDir()
+	if err != nil {
+		return err
+	}
+	f.prefix = filepath.Join(dir, filepath.Base(f.prefix))
+	f.unchecked = false
+	return nil
+}
+
+// confirmDir checks the directory of a launch that took the lock there
+// and is to be the primary. If the checked directory is another, the lock
+// file there replaces the first in the lock (releasing it), and moved
+// says that the caller must try it.
+func (f *files) confirmDir() (moved bool, err error) {
+	if !f.unchecked {
+		return false, nil
+	}
+	guessed := f.prefix
+	if err := f.checkDir(); err != nil {
+		return false, err
+	}
+	if f.prefix == guessed {
+		return false, nil
+	}
+	fd, err := f.open(f.lockPath(), true)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	unix.Close(f.held.fd)
+	f.lock, f.held.fd, f.held.path = fd, fd, f.lockPath()
+	return true, nil
 }
 
 // flockLock is flock(2) on the lock file; closing the file releases it.

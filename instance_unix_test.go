@@ -178,6 +178,107 @@ func TestUnsafeUserDirectory(t *testing.T) {
 	})
 }
 
+// userLockPath is where a launch with this environment guesses its lock
+// file, in the per-user directory, before it checks anything.
+func userLockPath(t *testing.T) string {
+	t.Helper()
+	c, err := newConfig(testAppID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(c, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.lockPath()
+}
+
+// A secondary takes the lock file that it finds in the per-user directory
+// on trust (this user's, with one link: nobody else can have put it
+// there) and does not check the directory, which its primary checked: it
+// is answered even once the directory is loose. A launch that is to be the
+// primary checks it, and is refused. A lock file open to others is
+// tightened by the next launch.
+func TestSecondaryTrustsLockFile(t *testing.T) {
+	tmp := testDir(t)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("TMPDIR", tmp)
+	dir := filepath.Join(tmp, "go-instance-"+strconv.Itoa(os.Geteuid()))
+	lock := userLockPath(t)
+	p := startChild(t, childOpts{})
+	if l := p.next(10 * time.Second); l != "PRIMARY" {
+		t.Fatalf("first launch: %q, want PRIMARY", l)
+	}
+
+	if err := os.Chmod(lock, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startChild(t, childOpts{args: []string{"loose file"}})
+	checkSecondary(t, s, s.next(10*time.Second))
+	if st, err := os.Stat(lock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("lock file open to others after a launch: %v, %v; want mode 0600", st.Mode(), err)
+	}
+
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	s = startChild(t, childOpts{args: []string{"loose directory"}})
+	checkSecondary(t, s, s.next(10*time.Second))
+	if msgs := p.stop(10 * time.Second); len(msgs) != 2 {
+		t.Errorf("primary got %d messages, want 2: %q", len(msgs), msgs)
+	}
+	_, err := Acquire(testAppID, WithTimeout(time.Second))
+	if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "mode") {
+		t.Errorf("primary in a loose directory: got %v, want ErrLockUnavailable naming %s and its mode", err, dir)
+	}
+}
+
+// Where $XDG_RUNTIME_DIR has become unsafe, a lock file left in it, which
+// a launch finds first, does not keep that launch there once it is to be
+// the primary: it becomes the primary in the directory that the checks
+// choose, where the next launch finds it.
+func TestUntrustedDirectoryLeft(t *testing.T) {
+	tmp := testDir(t)
+	rt := filepath.Join(tmp, "run")
+	if err := os.MkdirAll(filepath.Join(rt, "go-instance"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", rt)
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("FLATPAK_ID", "")
+	stale := userLockPath(t)
+	if filepath.Dir(stale) != filepath.Join(rt, "go-instance") {
+		t.Fatalf("lock file guessed at %s, want it in %s", stale, rt)
+	}
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(rt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := startChild(t, childOpts{})
+	if l := p.next(10 * time.Second); l != "PRIMARY" {
+		t.Fatalf("first launch: %q, want PRIMARY", l)
+	}
+	held := func(path string) bool {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == unix.EWOULDBLOCK
+	}
+	moved := filepath.Join(tmp, "go-instance-"+strconv.Itoa(os.Geteuid()), filepath.Base(stale))
+	if held(stale) || !held(moved) {
+		t.Errorf("primary holds the lock in the unsafe directory: %v, in the checked one: %v", held(stale), held(moved))
+	}
+	s := startChild(t, childOpts{args: []string{"next"}})
+	checkSecondary(t, s, s.next(10*time.Second))
+	if msgs := p.stop(10 * time.Second); len(msgs) != 1 {
+		t.Errorf("primary got %d messages, want 1: %q", len(msgs), msgs)
+	}
+}
+
 // A lock or region file of another user, in a directory the caller
 // chose, is refused.
 func TestForeignFileRefused(t *testing.T) {

@@ -89,6 +89,10 @@ func openFiles(c *config, appID string) (*files, error) {
 	return f, nil
 }
 
+// confirmDir: the directory is always checked before the lock file is
+// opened (see the Unix files).
+func (f *files) confirmDir() (moved bool, err error) { return false, nil }
+
 // openLock opens the lock file without following a reparse point
 // (symbolic link or junction), not inheritable, readable (LockFileEx needs
 // no more) and shareable, so that every launch can open it.

@@ -10,8 +10,10 @@ import (
 // system.
 var memDir = sync.OnceValue(func() string {
 	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) != nil || st.Type != unix.TMPFS_MAGIC {
+	if unix.Statfs(memPath, &st) != nil || st.Type != unix.TMPFS_MAGIC {
 		return ""
 	}
-	return "/dev/shm"
+	return memPath
 })
+
+const memPath = "/dev/shm"

@@ -5,3 +5,5 @@ package rundir
 // memDir: macOS and the BSDs have no tmpfs that every system mounts for
 // all users.
 func memDir() string { return "" }
+
+const memPath = ""

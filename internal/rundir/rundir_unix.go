@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -28,7 +29,7 @@ func User() (string, error) {
 		os.Mkdir(rt, 0o700) // a snap's own runtime directory is the app's to make
 	}
 	if rt != "" && filepath.IsAbs(rt) && checkDir(rt, uid) == nil {
-		if id := os.Getenv("FLATPAK_ID"); id != "" && !strings.ContainsAny(id, "/\x00") {
+		if id := flatpakID(); id != "" {
 			if app := filepath.Join(rt, "app", id); checkDir(app, uid) == nil {
 				rt = app
 			}
@@ -38,6 +39,35 @@ func User() (string, error) {
 	return makeDir(tempDir(uid), uid)
 }
 
+// Likely returns the directory that User returns when every directory
+// passes its checks, without checking any or making a system call (but
+// EUID's first). A lock file found there, a regular file of this user's
+// with one link, vouches for it: only this user can have put it there
+// (package instance trusts such a file for a secondary, whose primary
+// checked the directories). Where User would choose another directory,
+// the file is missing or the caller checks the directory.
+func Likely() string {
+	if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" && filepath.IsAbs(rt) {
+		if id := flatpakID(); id != "" {
+			rt = filepath.Join(rt, "app", id)
+		}
+		return filepath.Join(rt, "go-instance")
+	}
+	base := os.TempDir()
+	if memPath != "" && os.Getenv("TMPDIR") == "" {
+		base = memPath // unchecked: a missing tmpfs only means no file there
+	}
+	return tempIn(base, EUID())
+}
+
+// flatpakID is the sandboxed app's id, if it is one that names a directory.
+func flatpakID() string {
+	if id := os.Getenv("FLATPAK_ID"); !strings.ContainsAny(id, "/\x00") {
+		return id
+	}
+	return ""
+}
+
 // tempDir is the fallback: $TMPDIR when it is set, else a directory in
 // memory where the system has one for all users (memDir), else /tmp. Like
 // $XDG_RUNTIME_DIR, memory keeps a region's pages from being written back
@@ -45,10 +75,16 @@ func User() (string, error) {
 // write-back.
 func tempDir(uid int) string {
 	base := os.TempDir()
-	if mem := memDir(); mem != "" && os.Getenv("TMPDIR") == "" {
-		base = mem
+	if os.Getenv("TMPDIR") == "" {
+		if mem := memDir(); mem != "" {
+			base = mem
+		}
 	}
-	return filepath.Join(base, fmt.Sprintf("go-instance-%d", uid))
+	return tempIn(base, uid)
+}
+
+func tempIn(base string, uid int) string {
+	return filepath.Join(base, "go-instance-"+strconv.Itoa(uid))
 }
 
 // InTemp reports whether dir, from User, is the fallback, which cleaners
