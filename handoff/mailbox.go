@@ -330,6 +330,14 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 			runtime.Gosched()
 			continue
 		}
+		// Pass through the scheduler before sleeping in a system call. A
+		// goroutine that never does (one that sends again and again, and
+		// sleeps at once because others are waiting) looks to the
+		// runtime's monitor as if it had run for over 10 ms on whichever
+		// processor it last took on leaving a call: the monitor then takes
+		// that processor back at nearly every tick (20 µs), waking a
+		// thread each time for nothing.
+		runtime.Gosched()
 		if err := bell.Wait(uint32(v), min(deadline.Sub(now), lastCheck.Add(every).Sub(now))); err != nil {
 			return cur, err
 		}
