@@ -326,8 +326,9 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 		if now.Before(spinUntil) {
 			// The primary usually answers within tens of microseconds:
 			// looking again is cheaper than sleeping in the kernel and
-			// being woken.
-			runtime.Gosched()
+			// being woken. Without yielding: runtime.Gosched wakes an
+			// idle thread to look for work, on the processor that the
+			// primary is about to run on (7 µs of a 55 µs handoff here).
 			continue
 		}
 		// Pass through the scheduler before sleeping in a system call. A
@@ -347,8 +348,9 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 // othersWaiting reports whether a sender of another process holds a slot.
 // The primary then has other messages to serve first, and a sender sleeps
 // at once rather than spin for its answer: the spin would keep a
-// processor from the primary and that sender. (A spin yields to the other
-// goroutines of its own process, so their slots do not count.)
+// processor from the primary and that sender. (The slots of its own
+// process do not count: their goroutines run on its other processors, or
+// on this one once the spin ends.)
 func (s *Sender) othersWaiting() bool {
 	for i := range s.Region.layout.Slots {
 		pid, _, st := parts(atomic.LoadUint64(s.Region.slotState(i)))
