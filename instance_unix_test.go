@@ -178,21 +178,6 @@ func TestUnsafeUserDirectory(t *testing.T) {
 	})
 }
 
-// userLockPath is where a launch with this environment guesses its lock
-// file, in the per-user directory, before it checks anything.
-func userLockPath(t *testing.T) string {
-	t.Helper()
-	c, err := newConfig(testAppID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := openFiles(c, testAppID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f.lockPath()
-}
-
 // A secondary takes the lock file that it finds in the per-user directory
 // on trust (this user's, with one link: nobody else can have put it
 // there) and does not check the directory, which its primary checked: it
@@ -204,7 +189,7 @@ func TestSecondaryTrustsLockFile(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", "")
 	t.Setenv("TMPDIR", tmp)
 	dir := filepath.Join(tmp, "go-instance-"+strconv.Itoa(os.Geteuid()))
-	lock := userLockPath(t)
+	lock := filesFor(t, "").lockPath() // the per-user directory's, as guessed before any check
 	p := startChild(t, childOpts{})
 	if l := p.next(10 * time.Second); l != "PRIMARY" {
 		t.Fatalf("first launch: %q, want PRIMARY", l)
@@ -246,7 +231,7 @@ func TestUntrustedDirectoryLeft(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", rt)
 	t.Setenv("TMPDIR", tmp)
 	t.Setenv("FLATPAK_ID", "")
-	stale := userLockPath(t)
+	stale := filesFor(t, "").lockPath()
 	if filepath.Dir(stale) != filepath.Join(rt, "go-instance") {
 		t.Fatalf("lock file guessed at %s, want it in %s", stale, rt)
 	}

@@ -411,7 +411,8 @@ func payload(n int) []byte {
 	return b
 }
 
-// filesFor names the files of the test's instance in dir.
+// filesFor names the files of the test's instance in dir, or, if dir is
+// empty, in the per-user directory.
 func filesFor(t *testing.T, dir string) *files {
 	t.Helper()
 	c, err := newConfig(testAppID, []Option{WithDir(dir)})

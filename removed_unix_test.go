@@ -23,15 +23,7 @@ func userPrefix(t *testing.T) (tmp, prefix string) {
 	tmp = testDir(t)
 	t.Setenv("TMPDIR", tmp)
 	t.Setenv("XDG_RUNTIME_DIR", "")
-	c, err := newConfig(testAppID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := openFiles(c, testAppID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tmp, f.prefix
+	return tmp, filesFor(t, "").prefix
 }
 
 // waitPublished waits until path is a lock file other than old, whose

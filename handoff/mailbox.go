@@ -337,7 +337,8 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 		// runtime's monitor as if it had run for over 10 ms on whichever
 		// processor it last took on leaving a call: the monitor then takes
 		// that processor back at nearly every tick (20 µs), waking a
-		// thread each time for nothing.
+		// thread each time for nothing. Gosched wakes one too (see the
+		// spin above), but once per sleep.
 		runtime.Gosched()
 		if err := bell.Wait(uint32(v), min(deadline.Sub(now), lastCheck.Add(every).Sub(now))); err != nil {
 			return cur, err
