@@ -278,7 +278,7 @@ func TestCopy4GiBPlus1(t *testing.T) {
 		t.Fatal(err)
 	}
 	if fi.Size() != size {
-		t.Fatalf("copy is %d bytes, want %d", fi.Size(), size)
+		t.Fatalf("copy is %d bytes, want %d", fi.Size(), int64(size))
 	}
 	d, err := os.Open(dst)
 	if err != nil {
