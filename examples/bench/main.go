@@ -17,6 +17,8 @@
 //	                         (a secondary's Acquire and Release; a socket's whole exchange)
 //	(table) goroutines       the same from -senders goroutines of this process
 //	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
+//	(table) system calls     per Acquire of a secondary, and per socket exchange,
+//	                         counted with strace where it is installed (Linux)
 //	portable_*               the latency lines again with the FIFO doorbell (the
 //	                         internal switch, on Linux; elsewhere the same doorbell again)
 //
@@ -38,7 +40,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,6 +130,26 @@ func child(role string) error {
 			n++
 		}
 		fmt.Println(n)
+		return nil
+	case "count-handoff", "count-socket":
+		// BENCH_COUNT operations, for syscallsPer. No collection, nor
+		// the cleanups it would run, in the middle; no Release, which a
+		// launch leaves to its exit.
+		debug.SetGCPercent(-1)
+		n, err := strconv.Atoi(os.Getenv("BENCH_COUNT"))
+		if err != nil {
+			return err
+		}
+		for range n {
+			if role == "count-socket" {
+				err = dialSocket(dir)
+			} else {
+				_, err = acquire()
+			}
+			if err != nil {
+				return err
+			}
+		}
 		return nil
 	case "server":
 		ln, err := listenBaseline(dir)
@@ -388,10 +412,14 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	defer server.stop()
 
 	latency := map[string]stats{}
+	calls := map[string]float64{} // system calls per operation, where counted
 	for _, kind := range []string{"primary", "primary-fifo"} {
 		p, err := start(kind, dir)
 		if err != nil {
 			return err
+		}
+		if n, ok := syscallsPer("count-handoff", dir); ok {
+			calls[kind] = n
 		}
 		socket := func() (func() error, error) { return nil, dialSocket(dir) }
 		h, s, err := samplePair(duration, 0, acquire, socket)
@@ -448,6 +476,9 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 		}
 	}
 
+	if n, ok := syscallsPer("count-socket", dir); ok {
+		calls["socket"] = n
+	}
 	idleMS, err := idlePrimary(dir, idle)
 	if err != nil {
 		return err
@@ -473,7 +504,17 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d processes", baselineName, senders), ss)
 	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d goroutines", senders), hg)
 	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d goroutines", baselineName, senders), sg)
-	fmt.Printf("%-38s %10dms\n\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
+	fmt.Printf("%-38s %10dms\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
+	for _, c := range []struct{ key, name string }{
+		{"primary", "handoff (" + bell + " doorbell)"},
+		{"primary-fifo", "handoff (" + portable + " doorbell)"},
+		{"socket", baselineName + " round trip"},
+	} {
+		if n, ok := calls[c.key]; ok {
+			fmt.Printf("%-38s %10.1f\n", "system calls, "+c.name, n)
+		}
+	}
+	fmt.Println()
 
 	fmt.Printf("handoff_latency_us: median=%.1f p99=%.1f\n", us(h.median), us(h.p99))
 	fmt.Printf("socket_latency_us: median=%.1f p99=%.1f\n", us(s.median), us(s.p99))
