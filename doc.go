@@ -49,9 +49,10 @@
 // to a disk), else under /tmp; either is created 0700, and its owner,
 // mode and type are verified by the primary (a secondary that finds its
 // lock file there, this user's with one link, takes it on trust).
-// Machine scope uses /tmp. Per instance there is a lock file (<name>.lock, never removed) that also holds the
-// region, and for the FIFO doorbell <name>.bell and <name>.sNN. The
-// doorbell is a futex on a word of the region on Linux and a FIFO elsewhere.
+// Machine scope uses /tmp. Per instance there is a lock file (<name>.lock,
+// never removed) that also holds the region, and for the FIFO doorbell
+// <name>.bell and <name>.sNN. The doorbell is a futex on a word of the
+// region on Linux and a FIFO elsewhere.
 //
 // # Windows
 //

@@ -203,13 +203,23 @@ type proc struct {
 	stdout *bufio.Reader
 }
 
-func start(role, dir string) (*proc, error) {
+// command runs this program again as role, with the bench's dir and the
+// extra environment.
+func command(role, dir string, env ...string) (*exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), "BENCH_ROLE="+role, "BENCH_DIR="+dir)
+	cmd.Env = append(append(os.Environ(), "BENCH_ROLE="+role, "BENCH_DIR="+dir), env...)
+	return cmd, nil
+}
+
+func start(role, dir string) (*proc, error) {
+	cmd, err := command(role, dir)
+	if err != nil {
+		return nil, err
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -383,12 +393,10 @@ func throughputProcs(role, dir string, n int, duration time.Duration) (float64, 
 }
 
 func launch(role, dir string) (time.Duration, error) {
-	self, err := os.Executable()
+	cmd, err := command(role, dir)
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), "BENCH_ROLE="+role, "BENCH_DIR="+dir)
 	cmd.Stderr = os.Stderr
 	t := time.Now()
 	err = cmd.Run()
@@ -546,12 +554,10 @@ func doorbells() (main, portable string) {
 // idlePrimary starts a primary, leaves it alone for idle, and returns the
 // CPU time it reports having used meanwhile.
 func idlePrimary(dir string, idle time.Duration) (int64, error) {
-	self, err := os.Executable()
+	cmd, err := command("idle", dir)
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), "BENCH_ROLE=idle", "BENCH_DIR="+dir)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	var report strings.Builder

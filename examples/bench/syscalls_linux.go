@@ -25,15 +25,14 @@ func syscallsPer(role, dir string) (float64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return 0, false
-	}
 	var calls [2]int
 	for i, n := range []int{countFew, countMany} {
+		cmd, err := command(role, dir, "BENCH_COUNT="+strconv.Itoa(n))
+		if err != nil {
+			return 0, false
+		}
 		out := filepath.Join(dir, "strace-"+role)
-		cmd := exec.Command(strace, "-f", "-c", "-o", out, self)
-		cmd.Env = append(os.Environ(), "BENCH_ROLE="+role, "BENCH_DIR="+dir, "BENCH_COUNT="+strconv.Itoa(n))
+		cmd.Path, cmd.Args = strace, append([]string{strace, "-f", "-c", "-o", out}, cmd.Args...)
 		if err := cmd.Run(); err != nil {
 			return 0, false // no ptrace here, say
 		}
