@@ -342,7 +342,7 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 		Primary: ring,
 		Serving: serving,
 		Slot: func(i int) (handoff.Bell, error) {
-			slotBell.open = func() (shm.Doorbell, error) { return f.doorbell(view.SlotWord(i), kind, i, true) }
+			slotBell.open = func() (shm.Doorbell, error) { return f.replyBell(view.SlotWord(i), kind, i) }
 			return slotBell, nil
 		},
 		Alive: processAlive,
@@ -399,6 +399,35 @@ func (l *lazyBell) Close() error {
 		return nil
 	}
 	return l.b.Close()
+}
+
+// replyBell opens the doorbell on which a sender waits for its reply.
+func (f *files) replyBell(word *uint32, kind uint32, slot int) (shm.Doorbell, error) {
+	if kind == bellFutex {
+		if b := heldBell(word); b != nil {
+			return b, nil
+		}
+	}
+	b, err := f.doorbell(word, kind, slot, true)
+	if err != nil {
+		return nil, err
+	}
+	return yielding{b}, nil
+}
+
+// yielding is a doorbell that passes through the scheduler before it
+// sleeps in a system call. A goroutine that never does (one that sends
+// again and again, and sleeps at once because others are waiting) looks
+// to the runtime's monitor as if it had run for over 10 ms on whichever
+// processor it last took on leaving a call: the monitor then takes that
+// processor back at nearly every tick (20 µs), waking a thread each time
+// for nothing. Gosched wakes one too (see Sender's spin), but once per
+// sleep.
+type yielding struct{ shm.Doorbell }
+
+func (y yielding) Wait(old uint32, timeout time.Duration) error {
+	runtime.Gosched()
+	return y.Doorbell.Wait(old, timeout)
 }
 
 // testHookChunkSent, set by tests, runs each time a secondary has rung the

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -331,15 +330,6 @@ func (s *Sender) await(c claim, bell Bell, st uint32, deadline time.Time) (uint3
 			// primary is about to run on (7 µs of a 55 µs handoff here).
 			continue
 		}
-		// Pass through the scheduler before sleeping in a system call. A
-		// goroutine that never does (one that sends again and again, and
-		// sleeps at once because others are waiting) looks to the
-		// runtime's monitor as if it had run for over 10 ms on whichever
-		// processor it last took on leaving a call: the monitor then takes
-		// that processor back at nearly every tick (20 µs), waking a
-		// thread each time for nothing. Gosched wakes one too (see the
-		// spin above), but once per sleep.
-		runtime.Gosched()
 		if err := bell.Wait(uint32(v), min(deadline.Sub(now), lastCheck.Add(every).Sub(now))); err != nil {
 			return cur, err
 		}
