@@ -110,23 +110,24 @@ func (f *files) lockPath() string { return f.prefix + ".lock" }
 // (confirmDir checks it for a primary). Without such a file, the directory
 // is checked, and may turn out to be another.
 func (f *files) openLock() (ownerLock, error) {
-	fd := -1
+	fd, path := -1, f.lockPath()
 	if f.unchecked {
-		fd, _ = f.open(f.lockPath(), false)
+		fd, _ = f.open(path, false)
 		if fd < 0 {
 			if err := f.checkDir(); err != nil {
 				return nil, err
 			}
+			path = f.lockPath()
 		}
 	}
 	if fd < 0 {
 		var err error
-		if fd, err = f.open(f.lockPath(), true); err != nil {
+		if fd, err = f.open(path, true); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
 	f.lock = fd
-	f.held = &flockLock{fd: fd, path: f.lockPath()}
+	f.held = &flockLock{fd: fd, path: path}
 	return f.held, nil
 }
 

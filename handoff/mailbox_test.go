@@ -2,8 +2,10 @@ package handoff
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -1708,6 +1710,34 @@ func TestInitSlots(t *testing.T) {
 		got.pid, got.seq, got.st = parts(atomic.LoadUint64(r.slotState(0)))
 		if got != tc.after {
 			t.Errorf("slot %+v, flags %d: Init left %+v, want %+v", in, tc.flags, got, tc.after)
+		}
+	}
+}
+
+// A chunk's checksum is CRC-32C of its metadata (sequence, length, flags,
+// total, little-endian) followed by its data: peers of other builds
+// compute it so.
+func TestChunkCRCIsCRC32C(t *testing.T) {
+	for _, c := range []struct {
+		seq, n, flags uint32
+		total         uint64
+		data          []byte
+	}{
+		{1, 3, flagFirst, 1 << 40, []byte("abc")},
+		{seqMask + 5, 0, 0, 99, nil}, // total counts only in a first chunk
+		{7, 200, flagFirst | flagLast, 200, bytes.Repeat([]byte{0xa5}, 200)},
+	} {
+		total := c.total
+		if c.flags&flagFirst == 0 {
+			total = 0
+		}
+		b := binary.LittleEndian.AppendUint32(nil, c.seq&seqMask)
+		b = binary.LittleEndian.AppendUint32(b, c.n)
+		b = binary.LittleEndian.AppendUint32(b, c.flags)
+		b = binary.LittleEndian.AppendUint64(b, total)
+		want := crc32.Checksum(append(b, c.data...), crc32.MakeTable(crc32.Castagnoli))
+		if got := chunkCRC(c.seq, c.n, c.flags, c.total, c.data); got != want {
+			t.Errorf("chunkCRC(%d, %d, %#x, %d, %d bytes) = %#x, want %#x", c.seq, c.n, c.flags, c.total, len(c.data), got, want)
 		}
 	}
 }
