@@ -1716,7 +1716,8 @@ func TestInitSlots(t *testing.T) {
 
 // A chunk's checksum is CRC-32C of its metadata (sequence, length, flags,
 // total, little-endian) followed by its data: peers of other builds
-// compute it so.
+// compute it so. Large chunks are checked often enough to take both of
+// chunkCRC's ways.
 func TestChunkCRCIsCRC32C(t *testing.T) {
 	for _, c := range []struct {
 		seq, n, flags uint32
@@ -1726,6 +1727,7 @@ func TestChunkCRCIsCRC32C(t *testing.T) {
 		{1, 3, flagFirst, 1 << 40, []byte("abc")},
 		{seqMask + 5, 0, 0, 99, nil}, // total counts only in a first chunk
 		{7, 200, flagFirst | flagLast, 200, bytes.Repeat([]byte{0xa5}, 200)},
+		{8, bulkCRC + 3, flagFirst, 1 << 20, bytes.Repeat([]byte{0x5a, 3, 7}, bulkCRC/3+1)},
 	} {
 		total := c.total
 		if c.flags&flagFirst == 0 {
@@ -1736,8 +1738,22 @@ func TestChunkCRCIsCRC32C(t *testing.T) {
 		b = binary.LittleEndian.AppendUint32(b, c.flags)
 		b = binary.LittleEndian.AppendUint64(b, total)
 		want := crc32.Checksum(append(b, c.data...), crc32.MakeTable(crc32.Castagnoli))
-		if got := chunkCRC(c.seq, c.n, c.flags, c.total, c.data); got != want {
-			t.Errorf("chunkCRC(%d, %d, %#x, %d, %d bytes) = %#x, want %#x", c.seq, c.n, c.flags, c.total, len(c.data), got, want)
+		for range hwAfter + 2 {
+			if got := chunkCRC(c.seq, c.n, c.flags, c.total, c.data); got != want {
+				t.Fatalf("chunkCRC(%d, %d, %#x, %d, %d bytes) = %#x, want %#x", c.seq, c.n, c.flags, c.total, len(c.data), got, want)
+			}
 		}
+	}
+}
+
+func BenchmarkChunkCRC(b *testing.B) {
+	for _, n := range []int{200, bulkCRC - 1, bulkCRC, 16 << 10} {
+		data := make([]byte, n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				chunkCRC(1, uint32(n), flagFirst, uint64(n), data)
+			}
+		})
 	}
 }
