@@ -3,8 +3,6 @@
 package instance
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -66,12 +64,7 @@ func openFiles(c *config, appID string) (*files, error) {
 			session = sessionName()
 		}
 	}
-	sum := sha256.Sum256([]byte(strings.Join([]string{appID, c.key, c.scope.String(), session}, "\x00")))
-	base := appID
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	f.prefix = filepath.Join(dir, "go-instance-"+base+"-"+hex.EncodeToString(sum[:8]))
+	f.prefix = filepath.Join(dir, baseName(appID, c, session))
 	return f, nil
 }
 

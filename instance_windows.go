@@ -3,8 +3,6 @@
 package instance
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -78,12 +76,7 @@ func openFiles(c *config, appID string) (*files, error) {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	sum := sha256.Sum256([]byte(strings.Join([]string{appID, c.key, c.scope.String(), scopeKey}, "\x00")))
-	base := appID
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	name := "go-instance-" + base + "-" + hex.EncodeToString(sum[:8])
+	name := baseName(appID, c, scopeKey)
 	f.lockPath = filepath.Join(dir, name+".lock")
 	f.object = ns + name
 	return f, nil

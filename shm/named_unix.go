@@ -3,14 +3,14 @@
 package shm
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"github.com/go-instance/instance/internal/rundir"
@@ -34,9 +34,7 @@ func create(name string, size int) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	tmp := path + "." + hex.EncodeToString(rnd[:]) + ".tmp"
+	tmp := path + "." + strconv.FormatUint(rand.Uint64(), 16) + ".tmp" // O_EXCL below: a clash fails, and nobody else can write here
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err

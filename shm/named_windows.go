@@ -3,8 +3,8 @@
 package shm
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,8 +21,9 @@ func objectName(kind, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256([]byte(sid))
-	return `Local\go-instance-` + hex.EncodeToString(sum[:6]) + "-" + kind + "-" + name, nil
+	h := fnv.New64a() // see instance's baseName
+	h.Write([]byte(sid))
+	return `Local\go-instance-` + hex.EncodeToString(h.Sum(nil)[:6]) + "-" + kind + "-" + name, nil
 }
 
 var userSID = sync.OnceValues(func() (string, error) {
