@@ -34,7 +34,9 @@ func create(name string, size int) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	tmp := path + "." + strconv.FormatUint(rand.Uint64(), 16) + ".tmp" // O_EXCL below: a clash fails, and nobody else can write here
+	// No secret needed: a clash fails (O_EXCL), and only the user can write
+	// in the directory.
+	tmp := path + "." + strconv.FormatUint(rand.Uint64(), 16) + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
