@@ -44,13 +44,12 @@ type files struct {
 	perm      fs.FileMode // of the files created
 	shared    bool        // machine scope: files of other users are expected
 	unchecked bool        // prefix's directory is rundir.Likely's guess
-	lock      int         // the lock file, once openLock has opened it
-	held      *flockLock  // the lock openLock returned
+	held      *flockLock  // the lock file and its lock, once openLock has opened it
 	size      int64       // its size when opened, until openRegion uses it; else -1
 }
 
 func openFiles(c *config, appID string) (*files, error) {
-	f := &files{perm: 0o600, lock: -1, size: -1}
+	f := &files{perm: 0o600, size: -1}
 	var dir, session string
 	switch {
 	case c.dir != "":
@@ -96,6 +95,9 @@ func userDir() (string, error) {
 
 func (f *files) lockPath() string { return f.prefix + ".lock" }
 
+// lockFD is the lock file's descriptor (-1 once closed).
+func (f *files) lockFD() int { return f.held.fd }
+
 // openLock opens the lock file, creating it if missing. In an unchecked
 // directory it first looks for the file there: a regular file of this
 // user's with one link can only have been put there by this user, whose
@@ -119,7 +121,6 @@ func (f *files) openLock() (ownerLock, error) {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	f.lock = fd
 	f.held = &flockLock{fd: fd, path: path}
 	return f.held, nil
 }
@@ -156,7 +157,7 @@ func (f *files) confirmDir() (moved bool, err error) {
 		return false, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 	}
 	unix.Close(f.held.fd)
-	f.lock, f.held.fd, f.held.path = fd, fd, f.lockPath()
+	f.held.fd, f.held.path = fd, f.lockPath()
 	return true, nil
 }
 
@@ -199,7 +200,7 @@ func (m fileMapping) Bytes() []byte { return m }
 func (m fileMapping) Close() error  { return os.NewSyscallError("munmap", unix.Munmap(m)) }
 
 func (f *files) mapLock(size int) (mapping, error) {
-	b, err := unix.Mmap(f.lock, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	b, err := unix.Mmap(f.lockFD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, &fs.PathError{Op: "mmap", Path: f.lockPath(), Err: err}
 	}
@@ -209,7 +210,7 @@ func (f *files) mapLock(size int) (mapping, error) {
 // lockSize returns the lock file's size.
 func (f *files) lockSize() (int64, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(f.lock, &st); err != nil {
+	if err := unix.Fstat(f.lockFD(), &st); err != nil {
 		return 0, &fs.PathError{Op: "fstat", Path: f.lockPath(), Err: err}
 	}
 	return st.Size, nil
@@ -217,7 +218,7 @@ func (f *files) lockSize() (int64, error) {
 
 func (f *files) truncateLock(size int64) error {
 	for {
-		err := unix.Ftruncate(f.lock, size)
+		err := unix.Ftruncate(f.lockFD(), size)
 		if err == nil {
 			return nil
 		}

@@ -73,7 +73,7 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 		if g.bell != nil {
 			bell = f.prefix + ".bell"
 		}
-		if err := w.add(f.lock, f.lockPath(), filepath.Dir(f.prefix), bell); err != nil && f.lockPublished() && g.bellPublished(bell) {
+		if err := w.add(f.lockFD(), f.lockPath(), filepath.Dir(f.prefix), bell); err != nil && f.lockPublished() && g.bellPublished(bell) {
 			return // cannot watch what is there; gone is another matter
 		}
 		for f.lockPublished() && g.bellPublished(bell) {
@@ -105,7 +105,7 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 // lockPublished reports whether f's lock file is still at its path.
 func (f *files) lockPublished() bool {
 	var own, at unix.Stat_t
-	if unix.Fstat(f.lock, &own) != nil {
+	if unix.Fstat(f.lockFD(), &own) != nil {
 		return true // cannot tell; nothing changes
 	}
 	err := unix.Lstat(f.lockPath(), &at)
