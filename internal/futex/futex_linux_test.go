@@ -31,26 +31,6 @@ func TestWaitHeldBounded(t *testing.T) {
 	}
 }
 
-// A held wait ends when the word changes and the bell rings.
-func TestWaitHeldWoken(t *testing.T) {
-	var word uint32
-	ch := make(chan struct{})
-	go func() {
-		for atomic.LoadUint32(&word) == 0 {
-			if err := WaitHeld(&word, 0, MaxHeld); err != nil {
-				t.Error(err)
-				break
-			}
-		}
-		close(ch)
-	}()
-	atomic.StoreUint32(&word, 1)
-	if err := Wake(&word, AnySet); err != nil {
-		t.Fatal(err)
-	}
-	done(ch, "the woken WaitHeld")
-}
-
 // A goroutine that keeps waiting, held, on one processor leaves other
 // goroutines and the collector to run: its waits end, and the runtime can
 // preempt it between them.
