@@ -62,7 +62,8 @@
 // The lock is LockFileEx on a file in %LocalAppData%\go-instance
 // (%ProgramData%\go-instance for machine scope); the region is a named file
 // mapping backed by the page file and the doorbells are named auto-reset
-// events, named Local\go-instance-… with a hash of the user's SID and
+// events (one of them for an idle [Instance.Serve], which a secondary
+// wakes directly), named Local\go-instance-… with a hash of the user's SID and
 // session (Global\ for machine scope, which needs SeCreateGlobalPrivilege),
 // and given a DACL for the current user alone. ScopeUser is per session:
 // Local\ objects cannot span sessions. Before ringing, a secondary calls

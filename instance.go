@@ -71,11 +71,17 @@ type Instance struct {
 	closed   chan struct{} // Release was called
 	guard    guard         // keeps the files where launches look (removed_*.go)
 	forwards sync.WaitGroup
-	// sharedBell: the doorbell is a futex, which wakes every waiter of
-	// the set rung (a FIFO's byte or an auto-reset event wakes one), so an
-	// idle Serve waits on it too, in a set of its own, and answers what it
-	// receives itself.
+	// An idle Serve waits where a sender wakes it directly (see
+	// handoff.Sender.Serving), and answers what it receives itself: the
+	// receiver, a second goroutine to wake, then sleeps through it.
+	// sharedBell: the doorbell is a futex, which wakes every waiter of the
+	// set rung, so every idle Serve waits on it, in a set of its own.
+	// serveEvent: an auto-reset event of its own, which wakes one waiter,
+	// so one idle Serve at a time waits on it and the others wait for the
+	// receiver's queue, as all do with a FIFO (neither).
 	sharedBell bool
+	serveEvent shm.Doorbell
+	waiters    sync.WaitGroup // Serve calls counted in idle: teardown waits for them before unmapping
 
 	mu        sync.Mutex // guards everything below and the mapping
 	view      *handoff.Region
@@ -298,18 +304,22 @@ func newSecondary(r Reply, sp *spent) *Instance {
 
 // spent is what a secondary holds after its reply: nothing uses it again.
 type spent struct {
-	reg  mapping
-	bell shm.Doorbell // the primary's, once rung
-	lock ownerLock
+	reg   mapping
+	bell  shm.Doorbell // the primary's, once rung
+	serve shm.Doorbell // its Serve calls', if it has them
+	lock  ownerLock
 }
 
-// closeRegion unmaps the region and closes the doorbell.
+// closeRegion unmaps the region and closes the doorbells.
 func (s *spent) closeRegion() error {
-	var err error
+	var berr, serr error
 	if s.bell != nil {
-		err = s.bell.Close()
+		berr = s.bell.Close()
 	}
-	return errors.Join(err, s.reg.Close())
+	if s.serve != nil {
+		serr = s.serve.Close()
+	}
+	return errors.Join(berr, serr, s.reg.Close())
 }
 
 func (s *spent) close() error { return errors.Join(s.closeRegion(), s.lock.Close()) }
@@ -343,10 +353,8 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 	slotBell := &lazyBell{}
 	defer slotBell.Close()
 	var ring, serving handoff.Bell = primaryBell, nil
-	if kind == bellFutex {
-		if b, err := shm.NewFutexBellSet(view.BellWord(), bellServe); err == nil {
-			serving = b
-		}
+	if b, err := f.serveDoorbell(view.BellWord(), kind, false); err == nil && b != nil {
+		sp.serve, serving = b, b
 	}
 	if testHookChunkSent != nil {
 		n := new(int)
@@ -492,6 +500,12 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	}
 	inst.bell = bell
 	inst.sharedBell = cfg.bell == bellFutex
+	if !inst.sharedBell {
+		if inst.serveEvent, err = f.serveDoorbell(inst.view.BellWord(), cfg.bell, true); err != nil {
+			inst.closeRegion()
+			return nil, err
+		}
+	}
 	go inst.receive()
 	inst.startGuard()
 	return inst, nil
@@ -605,31 +619,56 @@ const (
 
 // waitAs returns the doorbell to wait on for round r as a member of set:
 // with a futex, one that only the rings of that set (and the plain ones)
-// wake; with the other doorbells, the doorbell itself.
+// wake; else the Serve calls' event, or the doorbell itself.
 func waitAs(r round, set uint32) shm.Doorbell {
 	if r.shared {
 		if b, err := shm.NewFutexBellSet(r.word, set); err == nil {
 			return b
 		}
 	}
+	if set == bellServe && r.serve != nil {
+		return r.serve
+	}
 	return r.bell
 }
+
+// servesOnBell reports whether an idle Serve waits on a doorbell (see
+// sharedBell).
+func (inst *Instance) servesOnBell() bool { return inst.sharedBell || inst.serveEvent != nil }
 
 // publishIdle writes the count of Serve calls waiting on the doorbell into
 // the region, for senders. Called with mu held.
 func (inst *Instance) publishIdle() {
-	if inst.sharedBell {
+	if inst.servesOnBell() {
 		catchFault(func() { atomic.StoreUint32(inst.view.ServingWord(), uint32(inst.idle)) })
 	}
 }
 
-// ringSelf wakes whatever waits on this primary's doorbell.
-func (inst *Instance) ringSelf() {
+// stopWaiting counts a Serve call out of those waiting on the doorbell.
+// Called with mu held.
+func (inst *Instance) stopWaiting() {
+	inst.idle--
+	inst.publishIdle()
+	inst.waiters.Done()
+}
+
+// wakeServing wakes the Serve calls waiting on the doorbell.
+func (inst *Instance) wakeServing() {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if !inst.torn {
-		inst.ringLocked()
+		inst.ringServingLocked()
 	}
+}
+
+// ringServingLocked rings the Serve calls waiting on the doorbell. Called
+// with mu held.
+func (inst *Instance) ringServingLocked() {
+	if inst.serveEvent != nil {
+		ringRegion(inst.view, inst.serveEvent)
+		return
+	}
+	inst.ringLocked()
 }
 
 // ringLocked rings this primary's doorbell. Called with mu held.
@@ -660,7 +699,8 @@ func busyAfterWork(word *uint32, seen uint32) bool {
 // wait on next, its word, and the word's value before the round.
 type round struct {
 	bell   shm.Doorbell
-	shared bool // inst.sharedBell
+	serve  shm.Doorbell // inst.serveEvent
+	shared bool         // inst.sharedBell
 	word   *uint32
 	seen   uint32
 	queued bool // messages were queued
@@ -681,7 +721,7 @@ func (inst *Instance) poll() (r round, open bool) {
 func (inst *Instance) pollLocked() round {
 	// The word stays where it is: a repair lays a new region over the same
 	// mapping.
-	r := round{bell: inst.bell, shared: inst.sharedBell, word: inst.view.BellWord()}
+	r := round{bell: inst.bell, serve: inst.serveEvent, shared: inst.sharedBell, word: inst.view.BellWord()}
 	r.queued = inst.pollRetired()
 	var done []handoff.Incoming
 	if err := catchFault(func() {
@@ -721,7 +761,7 @@ func (inst *Instance) signalQueued() {
 	default:
 	}
 	if inst.idle > 0 {
-		inst.ringLocked()
+		inst.ringServingLocked()
 	}
 }
 
@@ -785,13 +825,12 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 	// waiting: this call counts in inst.idle, from before its wait on the
 	// doorbell until it next holds mu.
 	waiting := false
-	if inst.sharedBell {
-		defer context.AfterFunc(ctx, inst.ringSelf)()
+	if inst.servesOnBell() {
+		defer context.AfterFunc(ctx, inst.wakeServing)()
 		defer func() {
 			if waiting {
 				inst.mu.Lock()
-				inst.idle--
-				inst.publishIdle()
+				inst.stopWaiting()
 				inst.mu.Unlock()
 			}
 		}()
@@ -803,8 +842,7 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			// poll read the word sees the count without this call (see
 			// handoff.Sender.ring), and wakes the receiver if no other
 			// Serve waits.
-			inst.idle--
-			inst.publishIdle()
+			inst.stopWaiting()
 			waiting = false
 		}
 		if inst.closing {
@@ -812,7 +850,7 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			return ErrClosed
 		}
 		var r round
-		if len(inst.queue) == 0 && inst.sharedBell {
+		if len(inst.queue) == 0 && (inst.sharedBell || inst.serveEvent != nil && inst.idle == 0) {
 			r = inst.pollLocked()
 		}
 		var p *pending
@@ -826,6 +864,7 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			inst.inflight++
 		} else if r.bell != nil {
 			inst.idle++
+			inst.waiters.Add(1)
 			inst.publishIdle()
 			waiting = true
 		}
@@ -952,8 +991,8 @@ func (inst *Instance) Release() error {
 	running := inst.inflight
 	inst.mu.Unlock()
 	close(inst.closed)
-	if inst.sharedBell {
-		inst.ringSelf() // Serve calls waiting on the doorbell return
+	if inst.servesOnBell() {
+		inst.wakeServing() // Serve calls waiting on the doorbell return
 	}
 	if running > 0 {
 		return nil // the last handler to answer finishes the release
@@ -968,6 +1007,7 @@ func (inst *Instance) teardown() error {
 	inst.stopForwards()
 	ringRegion(inst.view, inst.bell)
 	<-inst.recvDone
+	inst.waiters.Wait() // Release woke them; an event must not close under their wait
 
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
@@ -995,6 +1035,9 @@ func (inst *Instance) closeRegion() error {
 	}
 	if inst.bell != nil {
 		errs = append(errs, inst.bell.Close())
+	}
+	if inst.serveEvent != nil {
+		errs = append(errs, inst.serveEvent.Close())
 	}
 	if inst.region != nil {
 		errs = append(errs, inst.region.Close())

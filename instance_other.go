@@ -29,5 +29,8 @@ func (*files) confirmDir() (bool, error)         { return false, nil }
 func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }
+func (*files) serveDoorbell(*uint32, uint32, bool) (shm.Doorbell, error) {
+	return nil, errors.ErrUnsupported
+}
 func processAlive(int) bool { return false }
 func allowForeground(int)   {}

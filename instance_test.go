@@ -543,6 +543,28 @@ func TestServeContextCancel(t *testing.T) {
 	})
 }
 
+// Of two Serve calls waiting for messages, the first (the one that waits
+// on the doorbell, where one at a time does) may end: the other answers the
+// next launch.
+func TestServeContextCancelOtherWaits(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst := acquirePrimary(t, dir, bell)
+		first, cancel := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- inst.Serve(first, func(*Message) Reply { return Reply{Code: 1} }) }()
+		time.Sleep(10 * time.Millisecond) // let it go to sleep first
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+		time.Sleep(10 * time.Millisecond)
+		cancel()
+		wantServeReturn(t, served, context.Canceled, "after its context ended")
+		c := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"next"}})
+		checkSecondary(t, c, c.next(20*time.Second))
+	})
+}
+
 // Release ends a Serve that waits for messages at once, while another
 // Serve still runs a handler.
 func TestReleaseEndsIdleServe(t *testing.T) {

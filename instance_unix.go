@@ -377,6 +377,16 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 	return nil, fmt.Errorf("%w: unknown doorbell kind %d", ErrIncompatible, kind)
 }
 
+// serveDoorbell returns the bell on which idle Serve calls wait (see
+// Instance.serveBell): the futex's set of them. A FIFO has none (nil):
+// idle Serve calls wait for the receiver to queue what it reads.
+func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
+	if kind != bellFutex {
+		return nil, nil
+	}
+	return shm.NewFutexBellSet(word, bellServe)
+}
+
 // processAlive reports whether pid still runs (EPERM: it does, as another
 // user). A PID of 0 or less, which kill(2) would take for a group, is
 // taken as alive: the slot is left alone rather than taken from a live

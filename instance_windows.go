@@ -22,7 +22,7 @@ var defaultBell = bellEvent
 
 // files names an instance's objects: a lock file, <dir>\<base>.lock, and
 // named kernel objects <object>.shm (the region, backed by the page file),
-// <object>.bell and <object>.sNN (auto-reset events).
+// <object>.bell, <object>.serve and <object>.sNN (auto-reset events).
 type files struct {
 	lockPath string
 	object   string      // Local\ or Global\ name prefix
@@ -173,6 +173,15 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 		name = fmt.Sprintf("%s.s%02d", f.object, slot)
 	}
 	return shm.OpenEventBell(word, name, f.perm, wait)
+}
+
+// serveDoorbell returns the event on which an idle Serve waits (see
+// Instance.serveBell).
+func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
+	if kind != bellEvent {
+		return nil, fmt.Errorf("%w: doorbell kind %d on windows", ErrIncompatible, kind)
+	}
+	return shm.OpenEventBell(word, f.object+".serve", f.perm, wait)
 }
 
 // processAlive reports whether pid still runs. A process we may not open

@@ -1,3 +1,5 @@
+//go:build linux || windows
+
 package instance
 
 import (
@@ -45,11 +47,12 @@ func waitIdle(t *testing.T, inst *Instance, n int) {
 	}
 }
 
-// With a Serve waiting on the futex doorbell, a launch wakes that Serve
-// alone: the receiver sleeps through it.
+// With a Serve waiting on the doorbell (in the futex's set of Serve calls,
+// or on Windows on an event of their own), a launch wakes that Serve
+// alone: the receiver sleeps through it. (A FIFO has no such bell.)
 func TestIdleServeWakesAlone(t *testing.T) {
 	dir := testDir(t)
-	inst := acquirePrimary(t, dir, bellFutex)
+	inst := acquirePrimary(t, dir, defaultBell)
 	rounds := countRounds(t, inst)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -58,13 +61,14 @@ func TestIdleServeWakesAlone(t *testing.T) {
 	waitIdle(t, inst, 1)
 	before := rounds.Load()
 	for i := range launches {
-		c := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{"launch", string(rune('a' + i))}})
+		c := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"launch", string(rune('a' + i))}})
 		checkSecondary(t, c, c.next(20*time.Second))
 		c.cmd.Wait()
 		waitIdle(t, inst, 1)
 	}
-	// Without the sets it wakes at least once a launch; with them only a
-	// sender's check after 1 ms of waiting (a slow machine) wakes it.
+	// Without the Serve calls' bell it wakes at least once a launch; with
+	// it only a sender's check after 1 ms of waiting (a slow machine)
+	// wakes it.
 	if woke := rounds.Load() - before; woke >= launches {
 		t.Errorf("the receiver woke %d times for %d launches answered by a waiting Serve", woke, launches)
 	}
@@ -75,7 +79,7 @@ func TestIdleServeWakesAlone(t *testing.T) {
 // does not lose it.
 func TestServingWordDamaged(t *testing.T) {
 	dir := testDir(t)
-	inst := acquirePrimary(t, dir, bellFutex)
+	inst := acquirePrimary(t, dir, defaultBell)
 	handling, finish := make(chan struct{}), make(chan struct{})
 	go inst.Serve(context.Background(), func(m *Message) Reply {
 		if m.Args[0] == "slow" {
@@ -84,12 +88,12 @@ func TestServingWordDamaged(t *testing.T) {
 		}
 		return Reply{Code: 3, Data: replyFor(m.Args)}
 	})
-	slow := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{"slow"}})
+	slow := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"slow"}})
 	<-handling // the only Serve is busy
 	inst.mu.Lock()
 	atomic.StoreUint32(inst.view.ServingWord(), 5)
 	inst.mu.Unlock()
-	c := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{"next"}})
+	c := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"next"}})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		inst.mu.Lock()
