@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"slices"
@@ -616,4 +617,28 @@ func TestServeContextCancelInHandler(t *testing.T) {
 		checkSecondary(t, c, c.next(20*time.Second))
 		wantServeReturn(t, served, context.Canceled, "after its context ended in a handler")
 	})
+}
+
+// baseName's hash is FNV-1a, 64 bits, of the id, key, scope and session
+// joined by NULs: launches of other builds find the same names.
+func TestBaseNameHash(t *testing.T) {
+	for _, tc := range []struct{ id, key, session string }{
+		{"com.example.editor", "", ""},
+		{"com.example.editor", "profile 2", "wayland:wayland-0"},
+		{strings.Repeat("a.very.long.application.id.", 3), "k", "x11::0"},
+	} {
+		for _, scope := range []Scope{ScopeSession, ScopeUser, ScopeMachine} {
+			c := &config{key: tc.key, scope: scope}
+			h := fnv.New64a()
+			h.Write([]byte(strings.Join([]string{tc.id, tc.key, scope.String(), tc.session}, "\x00")))
+			base := tc.id
+			if len(base) > 40 {
+				base = base[:40]
+			}
+			want := "go-instance-" + base + "-" + hex.EncodeToString(h.Sum(nil))
+			if got := baseName(tc.id, c, tc.session); got != want {
+				t.Errorf("baseName(%q, %q, %v, %q) = %q, want %q", tc.id, tc.key, scope, tc.session, got, want)
+			}
+		}
+	}
 }

@@ -121,7 +121,7 @@ func withBell(kind uint32) Option {
 }
 
 // Always forwarded: the tokens with which a desktop lets the primary take
-// the focus.
+// the focus. Sorted, as a message's environment is.
 var activationEnv = []string{"DESKTOP_STARTUP_ID", "XDG_ACTIVATION_TOKEN"}
 
 func newConfig(appID string, opts []Option) (*config, error) {
