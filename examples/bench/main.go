@@ -3,7 +3,7 @@
 // (on Windows a named pipe), both measured in the same run on the same
 // machine:
 //
-//	go run ./examples/bench [-duration 2s] [-senders 16] [-launches 40] [-idle 10s] [-gap 1ms]
+//	go run ./examples/bench [-duration 2s] [-senders 16] [-launches 200] [-idle 10s] [-gap 1ms]
 //
 // It prints a table, then one line per figure (medians and 99th
 // percentiles of many samples):
@@ -67,7 +67,7 @@ func main() {
 	}
 	duration := flag.Duration("duration", 2*time.Second, "how long each latency and throughput measurement runs")
 	senders := flag.Int("senders", 16, "concurrent senders for the throughput measurement")
-	launches := flag.Int("launches", 40, "process starts per kind")
+	launches := flag.Int("launches", 200, "process starts per kind, by turns (fewer leave the medians unstable)")
 	idle := flag.Duration("idle", 10*time.Second, "how long the idle primary is watched")
 	gap := flag.Duration("gap", time.Millisecond, "the pause before each sample of the latency after idling")
 	flag.Parse()
