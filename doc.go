@@ -51,7 +51,8 @@
 // lock file there, this user's with one link, takes it on trust).
 // Machine scope uses /tmp. Per instance there is a lock file (<name>.lock,
 // never removed) that also holds the region, and for the FIFO doorbell
-// <name>.bell and <name>.sNN. The doorbell is a futex on a word of the
+// <name>.bell, <name>.serve (on which an idle [Instance.Serve] waits) and
+// <name>.sNN. The doorbell is a futex on a word of the
 // region on Linux and a FIFO elsewhere. On Linux a secondary waiting for
 // its reply keeps its goroutine's processor (P) for the first
 // millisecond, as a goroutine that computes would: it costs the process

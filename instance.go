@@ -73,15 +73,17 @@ type Instance struct {
 	// receiver, a second goroutine to wake, then sleeps through it.
 	// sharedBell: the doorbell is a futex, which wakes every waiter of the
 	// set rung, so every idle Serve waits on it, in a set of its own.
-	// serveEvent: an auto-reset event of its own, which wakes one waiter,
+	// serveOwn: they have a doorbell of their own, serveBell (an
+	// auto-reset event, or a FIFO, <name>.serve), which wakes one waiter,
 	// so one idle Serve at a time waits on it and the others wait for the
-	// receiver's queue, as all do with a FIFO (neither).
+	// receiver's queue.
 	sharedBell bool
-	serveEvent shm.Doorbell
+	serveOwn   bool
 	waiters    sync.WaitGroup // Serve calls counted in idle: teardown waits for them before unmapping
 
 	mu        sync.Mutex // guards everything below and the mapping
 	view      *handoff.Region
+	serveBell shm.Doorbell // the current publication's (see retire)
 	rc        *handoff.Receiver
 	slotBells []shm.Doorbell
 	queue     []*pending
@@ -512,10 +514,11 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	inst.bell = bell
 	inst.sharedBell = cfg.bell == bellFutex
 	if !inst.sharedBell {
-		if inst.serveEvent, err = f.serveDoorbell(inst.view.BellWord(), cfg.bell, true); err != nil {
+		if inst.serveBell, err = f.serveDoorbell(inst.view.BellWord(), cfg.bell, true); err != nil {
 			inst.closeRegion()
 			return nil, err
 		}
+		inst.serveOwn = inst.serveBell != nil
 	}
 	go inst.receive()
 	inst.startGuard()
@@ -630,7 +633,7 @@ const (
 
 // waitAs returns the doorbell to wait on for round r as a member of set:
 // with a futex, one that only the rings of that set (and the plain ones)
-// wake; else the Serve calls' event, or the doorbell itself.
+// wake; else the Serve calls' own bell, or the doorbell itself.
 func waitAs(r round, set uint32) shm.Doorbell {
 	if r.shared {
 		if b, err := shm.NewFutexBellSet(r.word, set); err == nil {
@@ -645,7 +648,7 @@ func waitAs(r round, set uint32) shm.Doorbell {
 
 // servesOnBell reports whether an idle Serve waits on a doorbell (see
 // sharedBell).
-func (inst *Instance) servesOnBell() bool { return inst.sharedBell || inst.serveEvent != nil }
+func (inst *Instance) servesOnBell() bool { return inst.sharedBell || inst.serveOwn }
 
 // publishIdle writes the count of Serve calls waiting on the doorbell into
 // the region, for senders. Called with mu held.
@@ -675,8 +678,8 @@ func (inst *Instance) wakeServing() {
 // ringServingLocked rings the Serve calls waiting on the doorbell. Called
 // with mu held.
 func (inst *Instance) ringServingLocked() {
-	if inst.serveEvent != nil {
-		ringRegion(inst.view, inst.serveEvent)
+	if inst.serveBell != nil {
+		ringRegion(inst.view, inst.serveBell)
 		return
 	}
 	inst.ringLocked()
@@ -710,7 +713,7 @@ func busyAfterWork(word *uint32, seen uint32) bool {
 // wait on next, its word, and the word's value before the round.
 type round struct {
 	bell   shm.Doorbell
-	serve  shm.Doorbell // inst.serveEvent
+	serve  shm.Doorbell // inst.serveBell
 	shared bool         // inst.sharedBell
 	word   *uint32
 	seen   uint32
@@ -732,7 +735,7 @@ func (inst *Instance) poll() (r round, open bool) {
 func (inst *Instance) pollLocked() round {
 	// The word stays where it is: a repair lays a new region over the same
 	// mapping.
-	r := round{bell: inst.bell, serve: inst.serveEvent, shared: inst.sharedBell, word: inst.view.BellWord()}
+	r := round{bell: inst.bell, serve: inst.serveBell, shared: inst.sharedBell, word: inst.view.BellWord()}
 	r.queued = inst.pollRetired()
 	var done []handoff.Incoming
 	if err := catchFault(func() {
@@ -865,7 +868,7 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			return ErrClosed
 		}
 		var r round
-		if len(inst.queue) == 0 && (inst.sharedBell || inst.serveEvent != nil && inst.idle == 0) {
+		if len(inst.queue) == 0 && (inst.sharedBell || inst.serveOwn && inst.idle == 0) {
 			r = inst.pollLocked()
 		}
 		var p *pending
@@ -1051,8 +1054,8 @@ func (inst *Instance) closeRegion() error {
 	if inst.bell != nil {
 		errs = append(errs, inst.bell.Close())
 	}
-	if inst.serveEvent != nil {
-		errs = append(errs, inst.serveEvent.Close())
+	if inst.serveBell != nil {
+		errs = append(errs, inst.serveBell.Close())
 	}
 	if inst.region != nil {
 		errs = append(errs, inst.region.Close())

@@ -28,8 +28,8 @@ var defaultBell = func() uint32 {
 
 // files names an instance's objects: <dir>/<base>.lock, which is both the
 // lock and the shared region (one file to open and check, not two), and
-// for the FIFO doorbell <base>.bell and <base>.sNN (one per slot, made when
-// first used).
+// for the FIFO doorbell <base>.bell, <base>.serve (for idle Serve calls)
+// and <base>.sNN (one per slot, made when first used).
 //
 // The lock file is held as a bare descriptor, not an *os.File: os.NewFile
 // costs a secondary a system call, and a descriptor has no finalizer that
@@ -378,13 +378,15 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 }
 
 // serveDoorbell returns the bell on which idle Serve calls wait (see
-// Instance.serveBell): the futex's set of them. A FIFO has none (nil):
-// idle Serve calls wait for the receiver to queue what it reads.
+// Instance.serveBell): the futex's set of them, or a FIFO of their own.
 func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
-	if kind != bellFutex {
-		return nil, nil
+	switch kind {
+	case bellFutex:
+		return shm.NewFutexBellSet(word, bellServe)
+	case bellFIFO:
+		return shm.OpenFIFOBell(word, f.prefix+".serve", f.perm, wait)
 	}
-	return shm.NewFutexBellSet(word, bellServe)
+	return nil, nil
 }
 
 // processAlive reports whether pid still runs (EPERM: it does, as another

@@ -24,6 +24,7 @@ type publication struct {
 	view      *handoff.Region
 	rc        *handoff.Receiver
 	bell      shm.Doorbell
+	serve     shm.Doorbell // its idle Serve calls' own (see Instance.serveBell), or nil
 	slotBells []shm.Doorbell
 	forwarded bool // its doorbell has a forwarder
 }
@@ -32,12 +33,17 @@ type publication struct {
 // and wakes the receiver, which still waits on the old doorbell. Called
 // with mu held.
 func (inst *Instance) retire(r *publication) {
-	old := &publication{files: inst.files, lock: inst.lock, region: inst.region, view: inst.view, rc: inst.rc, bell: inst.bell, slotBells: inst.slotBells}
+	old := &publication{files: inst.files, lock: inst.lock, region: inst.region, view: inst.view, rc: inst.rc, bell: inst.bell, serve: inst.serveBell, slotBells: inst.slotBells}
 	inst.retired = append(inst.retired, old)
-	inst.files, inst.lock, inst.region, inst.view, inst.rc, inst.bell, inst.slotBells = r.files, r.lock, r.region, r.view, r.rc, r.bell, r.slotBells
+	inst.files, inst.lock, inst.region, inst.view, inst.rc, inst.bell, inst.serveBell, inst.slotBells = r.files, r.lock, r.region, r.view, r.rc, r.bell, r.serve, r.slotBells
 	inst.publishIdle()
+	// The old region's senders ring its doorbell, which is forwarded, not
+	// a Serve bell that nobody reads any more.
+	catchFault(func() { atomic.StoreUint32(old.view.ServingWord(), 0) })
 	ringRegion(old.view, old.bell) // Serve calls waiting on it wait on the new one
-
+	if old.serve != nil {
+		old.serve.Ring() // as does the one waiting on the old Serve bell
+	}
 }
 
 // isRetired reports whether rc is a retired region's receiver. Called
@@ -126,6 +132,9 @@ func (r *publication) close(cfg *config) error {
 		ringSlot(cfg, r.files, r.view, r.slotBells, i)
 	}
 	errs := []error{r.bell.Close(), r.region.Close(), r.lock.Close()}
+	if r.serve != nil {
+		errs = append(errs, r.serve.Close())
+	}
 	for _, b := range r.slotBells {
 		if b != nil {
 			errs = append(errs, b.Close())

@@ -24,15 +24,15 @@ type guard struct {
 	dir   *os.File      // flock(LOCK_SH) on the directory, or nil
 	watch lockWatch     // nil where the system gives no notice
 	done  chan struct{} // closed when the watching goroutine has ended
-	bell  os.FileInfo   // the FIFO doorbell the primary reads, or nil
+	fifos []os.FileInfo // the FIFOs the primary reads, as in fifoNames, or nil
 }
 
 // lockWatch tells when a lock file or its directory may have been removed
 // or renamed, without polling (watch_*.go).
 type lockWatch interface {
-	add(lock int, path, dir, bell string) error // watch the lock file (descriptor and path), dir and bell instead of any before; bell may be ""
-	wait() error                                // until something may have changed; an error once stopped
-	stop()                                      // makes wait return an error, from another goroutine
+	add(lock int, path, dir string, fifos []string) error // watch the lock file (descriptor and path), dir and fifos instead of any before
+	wait() error                                          // until something may have changed; an error once stopped
+	stop()                                                // makes wait return an error, from another goroutine
 	close() error
 }
 
@@ -44,7 +44,7 @@ func (inst *Instance) startGuard() {
 		return // no notice of removal here (or no inotify instance left): documented
 	}
 	g.watch, g.done = w, make(chan struct{})
-	g.bell = inst.files.fifo(inst.cfg)
+	g.fifos = inst.files.fifos(inst.cfg)
 	go inst.watchFiles(w, inst.files)
 }
 
@@ -59,9 +59,9 @@ func (inst *Instance) stopGuard() {
 	}
 }
 
-// watchFiles sleeps until the lock file f, its directory or the FIFO
-// doorbell changes, and publishes the primary anew when one is no longer
-// at its path. It ends when stopped, or when the primary could not be
+// watchFiles sleeps until the lock file f, its directory or one of the
+// FIFOs changes, and publishes the primary anew when one is no longer at
+// its path. It ends when stopped, or when the primary could not be
 // published again (another primary took the path meanwhile, say): the
 // primary then serves the senders that reach it through the old file.
 func (inst *Instance) watchFiles(w lockWatch, f *files) {
@@ -69,22 +69,24 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 	defer close(g.done)
 	defer w.close()
 	for {
-		bell := ""
-		if g.bell != nil {
-			bell = f.prefix + ".bell"
+		var fifos []string
+		if g.fifos != nil {
+			for _, name := range fifoNames {
+				fifos = append(fifos, f.prefix+name)
+			}
 		}
-		if err := w.add(f.lockFD(), f.lockPath(), filepath.Dir(f.prefix), bell); err != nil && f.lockPublished() && g.bellPublished(bell) {
+		if err := w.add(f.lockFD(), f.lockPath(), filepath.Dir(f.prefix), fifos); err != nil && f.lockPublished() && g.fifosPublished(fifos) {
 			return // cannot watch what is there; gone is another matter
 		}
-		for f.lockPublished() && g.bellPublished(bell) {
+		for f.lockPublished() && g.fifosPublished(fifos) {
 			if err := w.wait(); err != nil {
 				return
 			}
 		}
 		if f.lockPublished() {
-			// Only the doorbell went (a sweep still removing what it
-			// listed, say): launches could no longer wake this primary.
-			// Publish it all anew, as when the lock file goes.
+			// Only a FIFO went (a sweep still removing what it listed,
+			// say): launches could no longer wake this primary, or its
+			// idle Serve. Publish it all anew, as when the lock file goes.
 			unix.Unlink(f.lockPath())
 		}
 		nf, err := inst.heal()
@@ -98,7 +100,7 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 		if g.dir != nil {
 			g.dir.Close()
 		}
-		g.dir, g.bell = lockDir(f), f.fifo(inst.cfg)
+		g.dir, g.fifos = lockDir(f), f.fifos(inst.cfg)
 	}
 }
 
@@ -112,30 +114,36 @@ func (f *files) lockPublished() bool {
 	return err == nil && own.Dev == at.Dev && own.Ino == at.Ino
 }
 
-// fifo identifies the FIFO doorbell that was just opened, if that is the
-// doorbell (nil otherwise, and a FileInfo that matches nothing if it is
-// already gone).
-func (f *files) fifo(cfg *config) os.FileInfo {
+// fifos identifies the FIFOs that were just opened, as in fifoNames, if
+// the doorbell is a FIFO (nil otherwise, and a FileInfo that matches
+// nothing for one already gone).
+func (f *files) fifos(cfg *config) []os.FileInfo {
 	if cfg.bell != bellFIFO {
 		return nil
 	}
-	st, err := os.Lstat(f.prefix + ".bell")
-	if err != nil {
-		return gone{}
+	var infos []os.FileInfo
+	for _, name := range fifoNames {
+		st, err := os.Lstat(f.prefix + name)
+		if err != nil {
+			st = gone{}
+		}
+		infos = append(infos, st)
 	}
-	return st
+	return infos
 }
 
 // gone matches no file: os.SameFile is false for it.
 type gone struct{ os.FileInfo }
 
-// bellPublished reports whether the FIFO doorbell is still at path.
-func (g *guard) bellPublished(path string) bool {
-	if g.bell == nil {
-		return true
+// fifosPublished reports whether the FIFOs are still at their paths.
+func (g *guard) fifosPublished(paths []string) bool {
+	for i, path := range paths {
+		at, err := os.Lstat(path)
+		if err != nil || !os.SameFile(g.fifos[i], at) {
+			return false
+		}
 	}
-	at, err := os.Lstat(path)
-	return err == nil && os.SameFile(g.bell, at)
+	return true
 }
 
 // heal publishes the primary again, as a new primary would: the directory
@@ -164,8 +172,10 @@ func (inst *Instance) heal() (*files, error) {
 		if p.region != nil {
 			p.region.Close()
 		}
-		if p.bell != nil {
-			p.bell.Close()
+		for _, b := range []shm.Doorbell{p.bell, p.serve} {
+			if b != nil {
+				b.Close()
+			}
 		}
 		lock.Close()
 		return nil, err
@@ -182,13 +192,21 @@ func (inst *Instance) publish(p *publication) error {
 		return err
 	}
 	if cfg.bell == bellFIFO {
-		if err := p.files.replaceFIFO(); err != nil {
-			return err
+		for _, name := range fifoNames {
+			if err := p.files.replaceFIFO(name); err != nil {
+				return err
+			}
 		}
 	}
-	// The doorbell before the region is ready: a sender may ring it at once.
-	if p.bell, err = p.files.doorbell(handoff.BellWordOf(p.region.Bytes()), cfg.bell, -1, true); err != nil {
+	// The doorbells before the region is ready: a sender may ring them at once.
+	word := handoff.BellWordOf(p.region.Bytes())
+	if p.bell, err = p.files.doorbell(word, cfg.bell, -1, true); err != nil {
 		return err
+	}
+	if inst.serveOwn {
+		if p.serve, err = p.files.serveDoorbell(word, cfg.bell, true); err != nil {
+			return err
+		}
 	}
 	inst.mu.Lock()
 	gen := inst.view.Generation() + 1
@@ -208,13 +226,18 @@ func (inst *Instance) publish(p *publication) error {
 	return nil
 }
 
-// replaceFIFO puts a new FIFO at the primary's doorbell path, atomically
-// (made aside, renamed over it), so that the old FIFO, which senders of the
-// old region may still hold open, keeps a reader of its own: two readers
-// of one FIFO could take each other's wake-ups.
-func (f *files) replaceFIFO() error {
-	path := f.prefix + ".bell"
-	tmp := fmt.Sprintf("%s.bell-%d", f.prefix, os.Getpid())
+// fifoNames are the suffixes of the primary's FIFOs: its doorbell and
+// its idle Serve calls'.
+var fifoNames = []string{".bell", ".serve"}
+
+// replaceFIFO puts a new FIFO at one of the primary's FIFO paths (name,
+// of fifoNames), atomically (made aside, renamed over it), so that the old
+// FIFO, which senders of the old region may still hold open, keeps a
+// reader of its own: two readers of one FIFO could take each other's
+// wake-ups.
+func (f *files) replaceFIFO(name string) error {
+	path := f.prefix + name
+	tmp := fmt.Sprintf("%s%s-%d", f.prefix, name, os.Getpid())
 	unix.Unlink(tmp) // left by a crash of a process with this PID
 	if err := unix.Mkfifo(tmp, uint32(f.perm)); err != nil {
 		return &fs.PathError{Op: "mkfifo", Path: tmp, Err: err}

@@ -129,6 +129,36 @@ func TestFilesRemoved(t *testing.T) {
 		removedStats.cases, removedStats.secondPrimaries, removedStats.healed)
 }
 
+// Once the primary has published itself again, launches still wake its
+// idle Serve directly: on the new region's futex word, or through the new
+// <name>.serve FIFO, whose removal alone the primary also notices.
+func TestIdleServeAfterRemoval(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		prefix := prefixFor(t, dir)
+		inst := acquirePrimary(t, dir, bell)
+		rounds := countRounds(t, inst)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+		waitIdle(t, inst, 1)
+		old, err := os.Stat(prefix + ".lock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim := prefix + ".lock"
+		if bell == bellFIFO {
+			victim = prefix + ".serve"
+		}
+		if err := os.Remove(victim); err != nil {
+			t.Fatal(err)
+		}
+		waitPublished(t, prefix+".lock", old, os.Getpid())
+		waitIdle(t, inst, 1)
+		launchesWakeServeAlone(t, inst, rounds, dir, bell)
+	})
+}
+
 // A message taken from the region before its file was removed is answered
 // through that region, once the primary has published a new one.
 func TestReplyAfterRemoval(t *testing.T) {

@@ -1,5 +1,3 @@
-//go:build linux || windows
-
 package instance
 
 import (
@@ -48,20 +46,30 @@ func waitIdle(t *testing.T, inst *Instance, n int) {
 }
 
 // With a Serve waiting on the doorbell (in the futex's set of Serve calls,
-// or on Windows on an event of their own), a launch wakes that Serve
-// alone: the receiver sleeps through it. (A FIFO has no such bell.)
+// or on a FIFO or Windows event of their own), a launch wakes that Serve
+// alone: the receiver sleeps through it.
 func TestIdleServeWakesAlone(t *testing.T) {
-	dir := testDir(t)
-	inst := acquirePrimary(t, dir, defaultBell)
-	rounds := countRounds(t, inst)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst := acquirePrimary(t, dir, bell)
+		rounds := countRounds(t, inst)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+		waitIdle(t, inst, 1)
+		launchesWakeServeAlone(t, inst, rounds, dir, bell)
+	})
+}
+
+// launchesWakeServeAlone launches secondaries one after another and
+// checks that the receiver of inst, whose one Serve waits, sleeps through
+// them.
+func launchesWakeServeAlone(t *testing.T, inst *Instance, rounds *atomic.Int64, dir string, bell uint32) {
+	t.Helper()
 	const launches = 10
-	waitIdle(t, inst, 1)
 	before := rounds.Load()
 	for i := range launches {
-		c := startChild(t, childOpts{dir: dir, bell: defaultBell, args: []string{"launch", string(rune('a' + i))}})
+		c := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"launch", string(rune('a' + i))}})
 		checkSecondary(t, c, c.next(20*time.Second))
 		c.cmd.Wait()
 		waitIdle(t, inst, 1)

@@ -10,8 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inotifyWatch: removing the lock file (or the FIFO doorbell, which the
-// primary also holds open) changes its link count, an
+// inotifyWatch: removing the lock file (or a FIFO, which the primary also
+// holds open) changes its link count, an
 // IN_ATTRIB event (IN_DELETE_SELF waits for the last descriptor, ours, to
 // close); a rename is IN_MOVE_SELF; the directory's removal or rename,
 // IN_DELETE_SELF or IN_MOVE_SELF on it. Events are not parsed: any of them
@@ -29,7 +29,7 @@ func newLockWatch() (lockWatch, error) {
 	return &inotifyWatch{f: os.NewFile(uintptr(fd), "inotify")}, nil
 }
 
-func (w *inotifyWatch) add(_ int, lock, dir, bell string) error {
+func (w *inotifyWatch) add(_ int, lock, dir string, fifos []string) error {
 	rc, err := w.f.SyscallConn()
 	if err != nil {
 		return err
@@ -42,8 +42,8 @@ func (w *inotifyWatch) add(_ int, lock, dir, bell string) error {
 		w.wds = w.wds[:0]
 		const file = unix.IN_ATTRIB | unix.IN_MOVE_SELF | unix.IN_DELETE_SELF
 		watches := map[string]uint32{lock: file, dir: unix.IN_MOVE_SELF | unix.IN_DELETE_SELF | unix.IN_ONLYDIR}
-		if bell != "" {
-			watches[bell] = file
+		for _, fifo := range fifos {
+			watches[fifo] = file
 		}
 		for path, mask := range watches {
 			wd, err := unix.InotifyAddWatch(int(fd), path, mask|unix.IN_DONT_FOLLOW)

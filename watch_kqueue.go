@@ -11,8 +11,8 @@ import (
 
 // kqueueWatch: EVFILT_VNODE reports NOTE_DELETE when the lock file is
 // unlinked (open or not) and NOTE_RENAME when it is renamed; the same on
-// the directory for its removal or rename. The FIFO doorbell is not
-// watched (its descriptor is the doorbell's): its removal is noticed with
+// the directory for its removal or rename. The FIFOs are not watched
+// (their descriptors are the doorbells'): their removal is noticed with
 // the lock file's, not alone. A pipe's read end in the same
 // kqueue lets stop interrupt kevent.
 type kqueueWatch struct {
@@ -46,7 +46,7 @@ func newLockWatch() (lockWatch, error) {
 	return w, nil
 }
 
-func (w *kqueueWatch) add(lock int, _, dir, _ string) error {
+func (w *kqueueWatch) add(lock int, _, dir string, _ []string) error {
 	if w.lock >= 0 {
 		// The old lock file stays open (retired): drop its event by hand.
 		var ev [1]unix.Kevent_t
