@@ -90,10 +90,14 @@ var intruderAttacks = map[string]func(p *intruderPlan) (ok bool, detail string){
 		defer f.Close()
 		return true, fmt.Sprintf("opened; flock: %v", unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB))
 	},
-	"ring-bell": func(p *intruderPlan) (bool, string) { return ring(p.path(".bell")) },
-	"ring-slot": func(p *intruderPlan) (bool, string) { return ring(p.path(".s00")) },
+	"ring-bell":  func(p *intruderPlan) (bool, string) { return ring(p.path(".bell")) },
+	"ring-serve": func(p *intruderPlan) (bool, string) { return ring(p.path(".serve")) },
+	"ring-slot":  func(p *intruderPlan) (bool, string) { return ring(p.path(".s00")) },
 	"plant-bell": func(p *intruderPlan) (bool, string) {
 		return result(unix.Mkfifo(p.path(".bell"), 0o666), "made a FIFO")
+	},
+	"plant-serve": func(p *intruderPlan) (bool, string) {
+		return result(unix.Mkfifo(p.path(".serve"), 0o666), "made a FIFO")
 	},
 	"plant-lock": func(p *intruderPlan) (bool, string) {
 		f, err := os.OpenFile(p.path(".lock"), os.O_CREATE|os.O_WRONLY, 0o666)
@@ -461,14 +465,14 @@ func ownerFD(t *testing.T, path string) (fd int, mapping string) {
 // Attacks on the running owner, each by a process of nobody's.
 var runningAttacks = []string{
 	"list-dir", "read-region", "map-region", "write-region", "truncate-region",
-	"flock-region", "ring-bell", "ring-slot", "proc-fd", "proc-map-files",
+	"flock-region", "ring-bell", "ring-serve", "ring-slot", "proc-fd", "proc-map-files",
 	"inherited-fd", "lib-dir", "lib-user",
 }
 
 // Between two runs of the owner, its directory and lock file stay; the
 // intruder tries to plant, move and lock them.
 var betweenRunsAttacks = []string{
-	"list-dir", "plant-lock", "link-lock", "plant-bell", "flock-region", "rename-dir", "chmod-dir",
+	"list-dir", "plant-lock", "link-lock", "plant-bell", "plant-serve", "flock-region", "rename-dir", "chmod-dir",
 }
 
 // TestOtherUser runs, as another user, every attack this test knows on a
