@@ -136,12 +136,7 @@ func TestIdleServeAfterRemoval(t *testing.T) {
 	forEachBell(t, func(t *testing.T, bell uint32) {
 		dir := testDir(t)
 		prefix := prefixFor(t, dir)
-		inst := acquirePrimary(t, dir, bell)
-		rounds := countRounds(t, inst)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
-		waitIdle(t, inst, 1)
+		inst, rounds := idleServe(t, dir, bell)
 		old, err := os.Stat(prefix + ".lock")
 		if err != nil {
 			t.Fatal(err)

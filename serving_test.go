@@ -51,14 +51,22 @@ func waitIdle(t *testing.T, inst *Instance, n int) {
 func TestIdleServeWakesAlone(t *testing.T) {
 	forEachBell(t, func(t *testing.T, bell uint32) {
 		dir := testDir(t)
-		inst := acquirePrimary(t, dir, bell)
-		rounds := countRounds(t, inst)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
-		waitIdle(t, inst, 1)
+		inst, rounds := idleServe(t, dir, bell)
 		launchesWakeServeAlone(t, inst, rounds, dir, bell)
 	})
+}
+
+// idleServe makes the test process the primary in dir, with one Serve,
+// waiting, and returns it with the count of its receiver's rounds.
+func idleServe(t *testing.T, dir string, bell uint32) (*Instance, *atomic.Int64) {
+	t.Helper()
+	inst := acquirePrimary(t, dir, bell)
+	rounds := countRounds(t, inst)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+	waitIdle(t, inst, 1)
+	return inst, rounds
 }
 
 // launchesWakeServeAlone launches secondaries one after another and
