@@ -1,4 +1,4 @@
-//go:build !unix && !windows
+//go:build (!unix && !windows) || aix
 
 package instance
 
@@ -10,8 +10,8 @@ import (
 	"github.com/go-instance/instance/shm"
 )
 
-// Systems other than Unix and Windows are not supported: Acquire reports
-// errors.ErrUnsupported.
+// Systems other than Unix and Windows, and AIX, which has no flock, are not
+// supported: Acquire reports errors.ErrUnsupported.
 
 var defaultBell uint32
 
