@@ -144,8 +144,9 @@ func AcquireContext(ctx context.Context, appID string, opts ...Option) (*Instanc
 	inst, err := acquire(ctx, deadline, cfg, f, lock, msg)
 	if err != nil {
 		lock.Close()
+		return nil, unusable(err)
 	}
-	return inst, err
+	return inst, nil
 }
 
 // baseName names the files or objects of appID in c's scope, and in
@@ -268,6 +269,19 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 		}
 		backoff = min(2*backoff, 20*time.Millisecond)
 	}
+}
+
+// unusable makes an error that wraps none of the sentinels, which can only
+// be an OS failure on the instance's files or objects (a doorbell's FIFO
+// that is no FIFO or another user's, an event that another user made), an
+// ErrLockUnavailable, as one of the lock file would be.
+func unusable(err error) error {
+	for _, s := range [...]error{ErrInvalidName, ErrLockUnavailable, ErrTimeout, ErrIncompatible, ErrTooLarge, ErrClosed} {
+		if errors.Is(err, s) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 }
 
 func timeoutError(ctx context.Context, last error) error {
@@ -833,7 +847,8 @@ func (inst *Instance) Reply() Reply { return inst.reply }
 // Serve calls h for each message forwarded to the primary, in the order
 // they arrived, and sends each sender h's reply. Messages that arrived
 // before Serve was called are queued, not dropped. It returns ctx's error
-// when ctx is done, or ErrClosed after Release. One Serve handles one
+// when ctx is done, or ErrClosed after Release (at once on a secondary,
+// which has no messages to serve). One Serve handles one
 // message at a time; call it from several goroutines to handle messages
 // concurrently.
 func (inst *Instance) Serve(ctx context.Context, h Handler) error {

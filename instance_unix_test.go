@@ -421,3 +421,21 @@ func TestProcessAliveOutOfRange(t *testing.T) {
 		}
 	}
 }
+
+// A file in the place of the FIFO doorbell, which a primary cannot use, is
+// an ErrLockUnavailable naming it, like one in the place of the lock file:
+// every error of Acquire wraps a sentinel.
+func TestDoorbellFileUnusable(t *testing.T) {
+	dir := testDir(t)
+	bell := filesFor(t, dir).prefix + ".bell"
+	if err := os.WriteFile(bell, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := Acquire(testAppID, WithDir(dir), withBell(bellFIFO))
+	if err == nil {
+		inst.Release()
+	}
+	if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), bell) {
+		t.Errorf("got %v, want ErrLockUnavailable naming %s", err, bell)
+	}
+}

@@ -17,7 +17,8 @@ type Scope int
 const (
 	// ScopeSession: one primary per user and graphical session (the
 	// default). On Unix the session is the display ($WAYLAND_DISPLAY, else
-	// $DISPLAY); without one it is the same as ScopeUser.
+	// $DISPLAY); launches without one share one primary per user, apart
+	// from ScopeUser's.
 	ScopeSession Scope = iota
 	// ScopeUser: one primary per user, whatever the session.
 	ScopeUser
@@ -26,6 +27,7 @@ const (
 	ScopeMachine
 )
 
+// String names the scope: "session", "user" or "machine".
 func (s Scope) String() string {
 	switch s {
 	case ScopeSession:
