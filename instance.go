@@ -195,6 +195,7 @@ var errBecamePrimary = errors.New("instance: became primary")
 // holder exits.
 type ownerLock interface {
 	TryLock() (bool, error)
+	Unlock() error
 	Close() error // releases the lock too
 }
 
@@ -212,6 +213,14 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 			var sp *spent
 			reply, sp, err = send(ctx, deadline, cfg, f, lock, msg)
 			if err == nil {
+				if sp.locked {
+					// A primary that answered and then exited: a launch
+					// with its answer must not keep the next from the lock.
+					if err := lock.Unlock(); err != nil {
+						sp.closeRegion()
+						return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+					}
+				}
 				code, data, err := handoff.DecodeReply(reply)
 				if err != nil {
 					sp.closeRegion()
@@ -335,6 +344,9 @@ type spent struct {
 	bell  shm.Doorbell // the primary's, once rung
 	serve shm.Doorbell // its Serve calls', if it has them
 	lock  ownerLock
+	// locked: a check while the sender waited took the lock (the primary
+	// had gone), yet the reply was there after all.
+	locked bool
 }
 
 // closeRegion unmaps the region and closes the doorbells.
@@ -408,6 +420,7 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 				return fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 			}
 			if ok {
+				sp.locked = true
 				return errBecamePrimary
 			}
 			return nil

@@ -181,6 +181,13 @@ func (l *flockLock) TryLock() (bool, error) {
 	}
 }
 
+func (l *flockLock) Unlock() error {
+	if err := unix.Flock(l.fd, unix.LOCK_UN); err != nil {
+		return &fs.PathError{Op: "flock", Path: l.path, Err: err}
+	}
+	return nil
+}
+
 func (l *flockLock) Close() error {
 	if l.fd < 0 {
 		return nil

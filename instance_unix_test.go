@@ -3,6 +3,7 @@
 package instance
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -437,5 +438,66 @@ func TestDoorbellFileUnusable(t *testing.T) {
 	}
 	if !errors.Is(err, ErrLockUnavailable) || !strings.Contains(err.Error(), bell) {
 		t.Errorf("got %v, want ErrLockUnavailable naming %s", err, bell)
+	}
+}
+
+// checkCtx runs hook from Err, which a waiting sender's check calls just
+// before it tries the lock.
+type checkCtx struct {
+	context.Context
+	hook func()
+}
+
+func (c checkCtx) Err() error { c.hook(); return nil }
+
+// A primary that answers and exits between a waiting sender's look at its
+// slot and the sender's check of the lock: the check takes the lock, the
+// answer is then found, and the launch is a secondary, which must not keep
+// the lock from the next launch. (One process: the lock is flock's, per
+// open file, so the primary's and the sender's descriptors are two
+// holders, as in two processes; only the timing needs the one process.)
+func TestAnsweredSecondaryLeavesLock(t *testing.T) {
+	dir := testDir(t)
+	p := acquirePrimary(t, dir, bellFutex)
+	got, gate := make(chan struct{}, 1), make(chan struct{})
+	go p.Serve(context.Background(), func(m *Message) Reply {
+		got <- struct{}{}
+		<-gate
+		return Reply{Code: 7}
+	})
+	exited := false
+	ctx := checkCtx{context.Background(), func() {
+		if exited {
+			return
+		}
+		select {
+		case <-got:
+		default:
+			return
+		}
+		exited = true
+		close(gate)
+		waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.inflight == 0 })
+		// As the kernel does when the primary exits. (Closing the
+		// descriptor would not do: the primary's mapping holds the file.)
+		if err := p.lock.Unlock(); err != nil {
+			t.Error(err)
+		}
+	}}
+	s, err := AcquireContext(ctx, testAppID, WithDir(dir), withBell(bellFutex), WithArgs([]string{"quit"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	if !exited || s.IsPrimary() || s.Reply().Code != 7 {
+		t.Fatalf("primary exited: %v; launch: primary %v, reply %d; want a secondary answered 7", exited, s.IsPrimary(), s.Reply().Code)
+	}
+	fd, err := unix.Open(prefixFor(t, dir)+".lock", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Errorf("the answered secondary keeps the lock: flock: %v", err)
 	}
 }

@@ -131,6 +131,7 @@ type fileAttributeTagInfo struct{ FileAttributes, ReparseTag uint32 }
 type fileLock struct{ f *os.File }
 
 func (l fileLock) TryLock() (bool, error) { return shm.TryLockFile(l.f) }
+func (l fileLock) Unlock() error          { return shm.UnlockFile(l.f) }
 func (l fileLock) Close() error           { return l.f.Close() }
 
 // createRegion creates (or opens, left over from a primary whose
