@@ -576,10 +576,12 @@ func (inst *Instance) initRegion() error {
 	}
 	inst.view = view
 	inst.publishIdle()
+	old := inst.rc
 	inst.rc = newReceiver(inst.cfg, inst.files, view, inst.slotBells)
 	// Messages queued through the old receiver cannot be answered: their
-	// senders see their slots reset and send them again.
-	inst.queue = nil
+	// senders see their slots reset and send them again. Those of regions
+	// retired after a removal stay: their slots were not reset.
+	inst.queue = slices.DeleteFunc(inst.queue, func(p *pending) bool { return p.rc == old })
 	for i := range inst.slotBells {
 		inst.wakeSlot(i)
 	}

@@ -354,3 +354,78 @@ func TestTempCleanerSkipsPrimary(t *testing.T) {
 		t.Error("the directory is still locked after the primary exited")
 	}
 }
+
+// A message queued through a region retired after a removal is still
+// answered when the current region is then repaired: the repair resets the
+// current region's slots alone, so only its messages are sent again. (The
+// sender runs in this process, on files of its own opened before the
+// removal, to be in the retired region; the primary cannot tell.)
+func TestRepairKeepsRetiredQueue(t *testing.T) {
+	dir := testDir(t)
+	path := filesFor(t, dir).lockPath()
+	p := acquirePrimary(t, dir, bellFutex)
+	cfg, err := newConfig(testAppID, []Option{WithDir(dir), withBell(bellFutex), WithArgs([]string{"late"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(cfg, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := f.openLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitPublished(t, path, old, os.Getpid())
+	msg, err := cfg.encodeMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		inst, err := acquire(context.Background(), time.Now().Add(10*time.Second), cfg, f, lock, msg)
+		if err == nil {
+			inst.Release()
+		}
+		sent <- err
+	}()
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.queue) == 1 })
+	b, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.WriteAt([]byte("damage"), 0)
+	b.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.pollLocked() // finds the damage and repairs the current region
+	faults := p.faults
+	p.mu.Unlock()
+	if faults == 0 {
+		t.Fatal("the primary did not repair the damaged region")
+	}
+	got := make(chan []string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Serve(ctx, func(m *Message) Reply { got <- m.Args; return Reply{} })
+	if err := <-sent; err != nil {
+		t.Errorf("sender through the retired region: %v; want its answer", err)
+	}
+	select {
+	case args := <-got:
+		if !slices.Equal(args, []string{"late"}) {
+			t.Errorf("handler got %q, want [late]", args)
+		}
+	default:
+		t.Error("the handler never got the message queued through the retired region")
+	}
+}
