@@ -231,7 +231,7 @@ func acquire(ctx context.Context, deadline time.Time, cfg *config, f *files, loc
 			ok = errors.Is(err, errBecamePrimary)
 		}
 		if ok {
-			moved, err := f.confirmDir()
+			moved, err := f.confirmLock()
 			if err != nil {
 				return nil, err
 			}

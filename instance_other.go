@@ -25,7 +25,7 @@ func (*files) openLock() (ownerLock, error)      { return nil, errors.ErrUnsuppo
 func (*files) createRegion(int) (mapping, error) { return nil, errors.ErrUnsupported }
 func (*files) openRegion(int) (mapping, error)   { return nil, errors.ErrUnsupported }
 func (*files) restoreRegion(int)                 {}
-func (*files) confirmDir() (bool, error)         { return false, nil }
+func (*files) confirmLock() (bool, error)        { return false, nil }
 func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }

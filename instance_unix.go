@@ -102,7 +102,7 @@ func (f *files) lockFD() int { return f.held.fd }
 // directory it first looks for the file there: a regular file of this
 // user's with one link can only have been put there by this user, whose
 // primary checked the directory, and a secondary then need not
-// (confirmDir checks it for a primary). Without such a file, the directory
+// (confirmLock checks it for a primary). Without such a file, the directory
 // is checked, and may turn out to be another.
 func (f *files) openLock() (ownerLock, error) {
 	fd, path := -1, f.lockPath()
@@ -137,19 +137,22 @@ func (f *files) checkDir() error {
 	return nil
 }
 
-// confirmDir checks the directory of a launch that took the lock there
-// and is to be the primary. If the checked directory is another, the lock
-// file there replaces the first in the lock (releasing it), and moved
-// says that the caller must try it.
-func (f *files) confirmDir() (moved bool, err error) {
-	if !f.unchecked {
-		return false, nil
+// confirmLock checks the lock file of a launch that took its lock and is
+// to be the primary: in the directory the checks choose, and still at its
+// path. A file removed since the launch opened it (its primary published
+// itself anew, then left) can be locked, but a primary of it could not be
+// found, and the next launch would take the file at the path: a second
+// primary. If the file is another, it replaces the first in the lock
+// (releasing it), and moved says that the caller must try it.
+func (f *files) confirmLock() (moved bool, err error) {
+	if f.unchecked {
+		guessed := f.prefix
+		if err := f.checkDir(); err != nil {
+			return false, err
+		}
+		moved = f.prefix != guessed
 	}
-	guessed := f.prefix
-	if err := f.checkDir(); err != nil {
-		return false, err
-	}
-	if f.prefix == guessed {
+	if !moved && f.lockPublished() {
 		return false, nil
 	}
 	fd, err := f.open(f.lockPath(), true)

@@ -82,9 +82,10 @@ func openFiles(c *config, appID string) (*files, error) {
 	return f, nil
 }
 
-// confirmDir: the directory is always checked before the lock file is
-// opened (see the Unix files).
-func (f *files) confirmDir() (moved bool, err error) { return false, nil }
+// confirmLock: the directory is always checked before the lock file is
+// opened, and the file cannot be removed while it is open (see the Unix
+// files).
+func (f *files) confirmLock() (moved bool, err error) { return false, nil }
 
 // openLock opens the lock file without following a reparse point
 // (symbolic link or junction), not inheritable, readable (LockFileEx needs

@@ -429,3 +429,71 @@ func TestRepairKeepsRetiredQueue(t *testing.T) {
 		t.Error("the handler never got the message queued through the retired region")
 	}
 }
+
+// A launch that opened the lock file just before it was removed, and whose
+// message is lost when the primary then leaves, does not become the primary
+// of the removed file (which it can lock, but nobody could find): it takes
+// the file at the path, and the next launch is its secondary. (The launch
+// runs in this process, on files of its own, to open the file before the
+// removal.)
+func TestRemovedLockNotTaken(t *testing.T) {
+	dir := testDir(t)
+	path := filesFor(t, dir).lockPath()
+	p := acquirePrimary(t, dir, bellFutex)
+	cfg, err := newConfig(testAppID, []Option{WithDir(dir), withBell(bellFutex), WithArgs([]string{"late"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openFiles(cfg, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := f.openLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitPublished(t, path, old, os.Getpid())
+	msg, err := cfg.encodeMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		inst *Instance
+		err  error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		inst, err := acquire(context.Background(), time.Now().Add(10*time.Second), cfg, f, lock, msg)
+		done <- outcome{inst, err}
+	}()
+	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.queue) == 1 })
+	p.Release() // the queued message is lost: the launch tries again
+	s := <-done
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	defer s.inst.Release()
+	if !s.inst.IsPrimary() {
+		t.Fatalf("the launch got a reply (%+v) from a primary that had left", s.inst.Reply())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.inst.Serve(ctx, func(*Message) Reply { return Reply{Code: 5} })
+	next, err := Acquire(testAppID, WithDir(dir), withBell(bellFutex), WithTimeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("next launch: %v", err)
+	}
+	defer next.Release()
+	if next.IsPrimary() {
+		t.Errorf("two primaries: the launch holds the removed file's lock, the next launch %s", path)
+	} else if next.Reply().Code != 5 {
+		t.Errorf("next launch answered %d, want 5", next.Reply().Code)
+	}
+}
