@@ -9,7 +9,7 @@ import (
 )
 
 // benchArgs is 200 bytes of arguments, as a launch with a few paths sends.
-var benchArgs = []string{strings.Repeat("a", 60), strings.Repeat("b", 60), strings.Repeat("c", 68)}
+var benchArgs = []string{strings.Repeat("a", 66), strings.Repeat("b", 66), strings.Repeat("c", 68)}
 
 // benchPrimary starts a primary in another process and waits until it
 // serves.

@@ -33,7 +33,7 @@ import (
 // A region with the magic and another version belongs to an incompatible
 // peer.
 const (
-	Magic   uint64 = 0x31564e4954534e49 // "INSTNV1" + 0x31, little-endian
+	Magic   uint64 = 0x31564e4954534e49 // "INSTINV1", little-endian
 	Version uint32 = 3
 )
 

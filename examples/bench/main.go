@@ -16,16 +16,17 @@
 //	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
 //	                         (a secondary's Acquire and Release; a socket's whole exchange)
 //	(table) goroutines       the same from -senders goroutines of this process
-//	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s)
+//	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s; the name stays)
 //	(table) system calls     per Acquire of a secondary, and per socket exchange,
 //	                         counted with strace where it is installed (Linux)
 //	portable_*               the latency lines again with the FIFO doorbell (the
 //	                         internal switch, on Linux; elsewhere the same doorbell again)
 //
 // The instance's files are where an application's would be, in the
-// library's per-user directory ($XDG_RUNTIME_DIR, else /dev/shm on
-// Linux); the socket is in a new temp directory, whose name also names the
-// pipe. The program re-executes
+// library's per-user directory ($XDG_RUNTIME_DIR/go-instance, else
+// go-instance-<uid> in $TMPDIR, or on Linux without $TMPDIR in /dev/shm);
+// the socket is in a new temp directory, whose name also names the pipe.
+// The program re-executes
 // itself for the other processes; the figures are ratios of numbers taken
 // minutes apart at most, never absolute goals.
 package main

@@ -2,9 +2,9 @@
 // provider writes data into a named shared region under a named mutex and
 // signals; a consumer waits for the signal and reads the data.
 //
-//	ipc consumer NAME          # wait for data (start this first)
-//	ipc provider NAME TEXT...  # write TEXT into NAME and signal
-//	ipc remove NAME            # remove the region's name (Unix)
+//	ipc consumer [-timeout D] NAME  # wait for data (start this first; default 1m)
+//	ipc provider NAME TEXT...       # write TEXT into NAME and signal
+//	ipc remove NAME                 # remove the region's name (Unix)
 //
 // The region holds a doorbell word, the data's length and the data. On
 // Windows a named region lasts while a process has it open, so start the

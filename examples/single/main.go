@@ -5,7 +5,7 @@
 // exits with its code.
 //
 //	go run ./examples/single -for 1m &   # the first instance
-//	go run ./examples/single hello world # prints: primary 1234 got [hello world]
+//	go run ./examples/single hello world # prints: another instance is running; it answered: primary 1234 got [hello world]
 package main
 
 import (
