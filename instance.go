@@ -863,7 +863,8 @@ func (inst *Instance) Reply() Reply { return inst.reply }
 // they arrived, and sends each sender h's reply. Messages that arrived
 // before Serve was called are queued, not dropped. It returns ctx's error
 // when ctx is done, or ErrClosed after Release (at once on a secondary,
-// which has no messages to serve). One Serve handles one
+// which has no messages to serve). If h panics, the sender is answered
+// with code 2 and the panic goes on. One Serve handles one
 // message at a time; call it from several goroutines to handle messages
 // concurrently.
 func (inst *Instance) Serve(ctx context.Context, h Handler) error {
@@ -918,7 +919,7 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 		}
 		inst.mu.Unlock()
 		if p != nil {
-			inst.answer(p, h(p.msg))
+			inst.handle(p, h)
 			continue
 		}
 		if r.bell != nil {
@@ -942,6 +943,16 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 		case <-inst.notify:
 		}
 	}
+}
+
+// handle answers p with h's reply. If h panics, the sender is answered
+// with code 2, as for a message that does not decode, and the panic goes
+// on: a program that recovers it still has an instance that Release can
+// finish.
+func (inst *Instance) handle(p *pending, h Handler) {
+	r := Reply{Code: 2, Data: []byte("instance: the primary's handler panicked")}
+	defer func() { inst.answer(p, r) }()
+	r = h(p.msg)
 }
 
 // answer sends a handler's reply, even after Release: the last handler to

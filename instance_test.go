@@ -642,3 +642,33 @@ func TestBaseNameHash(t *testing.T) {
 		}
 	}
 }
+
+// A handler that panics: its sender is answered with code 2, the panic
+// goes on, and a program that recovers it can still release the instance,
+// after which the next launch is the primary.
+func TestServeHandlerPanics(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		inst := acquirePrimary(t, dir, bell)
+		recovered := make(chan any, 1)
+		go func() {
+			defer func() { recovered <- recover() }()
+			inst.Serve(context.Background(), func(*Message) Reply { panic("handler") })
+		}()
+		c := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"a"}})
+		l := c.next(20 * time.Second)
+		if f := strings.Fields(l); len(f) != 3 || f[0] != "SECONDARY" || f[1] != "2" {
+			t.Errorf("launch: %q, want SECONDARY 2 and a message", l)
+		}
+		if r := <-recovered; r != "handler" {
+			t.Errorf("recovered %v, want the handler's panic", r)
+		}
+		if err := inst.Release(); err != nil {
+			t.Fatal(err)
+		}
+		next := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"primary"}})
+		if l := next.next(20 * time.Second); l != "PRIMARY" {
+			t.Errorf("launch after Release: %q, want PRIMARY", l)
+		}
+	})
+}
