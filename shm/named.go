@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -122,9 +124,31 @@ const maxInt = int(^uint(0) >> 1)
 // Windows), so a crashed holder never leaves it locked. Within a process,
 // one Mutex value excludes its goroutines from each other as well; two
 // values opened with the same name exclude each other like two processes.
+// A held Mutex stays held until Unlock or Close even if nothing refers to
+// it any more (the garbage collector would otherwise close its file, and
+// with it the lock).
 type Mutex struct {
-	f   *os.File
-	sem chan struct{} // held by the goroutine that holds the lock
+	f      *os.File
+	sem    chan struct{} // held by the goroutine that holds the lock
+	closed atomic.Bool
+}
+
+// held keeps every held Mutex reachable.
+var held sync.Map
+
+// acquired notes that the caller took the lock after taking sem; a Mutex
+// closed meanwhile is not locked.
+func (m *Mutex) acquired(op string, lock func() error) error {
+	if m.closed.Load() {
+		<-m.sem
+		return &os.PathError{Op: op, Path: m.f.Name(), Err: os.ErrClosed}
+	}
+	if err := lock(); err != nil {
+		<-m.sem
+		return err
+	}
+	held.Store(m, nil)
+	return nil
 }
 
 // OpenMutex opens (creating if needed) the named mutex name.
@@ -142,12 +166,11 @@ func OpenMutex(name string) (*Mutex, error) {
 // Lock waits for the mutex and takes it.
 func (m *Mutex) Lock() error {
 	m.sem <- struct{}{}
-	if err := lockFile(m.f); err != nil {
-		<-m.sem
-		return err
-	}
-	return nil
+	return m.acquired("lock", func() error { return lockFile(m.f) })
 }
+
+// errBusy: another process holds the mutex.
+var errBusy = errors.New("busy")
 
 // TryLock takes the mutex if it is free and reports whether it did.
 func (m *Mutex) TryLock() (bool, error) {
@@ -156,11 +179,17 @@ func (m *Mutex) TryLock() (bool, error) {
 	default:
 		return false, nil
 	}
-	ok, err := tryLockFile(m.f)
-	if !ok {
-		<-m.sem
+	err := m.acquired("lock", func() error {
+		ok, err := tryLockFile(m.f)
+		if err == nil && !ok {
+			err = errBusy
+		}
+		return err
+	})
+	if err == errBusy {
+		return false, nil
 	}
-	return ok, err
+	return err == nil, err
 }
 
 // LockContext is Lock that gives up when ctx is done, with ctx's error.
@@ -173,22 +202,20 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 		return ctx.Err()
 	}
 	backoff := time.Millisecond
-	for {
-		ok, err := tryLockFile(m.f)
-		if ok || err != nil {
-			if err != nil {
-				<-m.sem
+	return m.acquired("lock", func() error {
+		for {
+			ok, err := tryLockFile(m.f)
+			if ok || err != nil {
+				return err
 			}
-			return err
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 16*time.Millisecond)
 		}
-		select {
-		case <-ctx.Done():
-			<-m.sem
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 16*time.Millisecond)
-	}
+	})
 }
 
 // Unlock releases the mutex.
@@ -199,12 +226,23 @@ func (m *Mutex) Unlock() error {
 	default:
 		return errors.New("shm: Unlock of an unlocked Mutex")
 	}
+	held.Delete(m)
 	return err
 }
 
-// Close closes the mutex, releasing it if held. (On Unix the mutex's lock
-// file stays, as a lock file must: removing it would let two holders in.)
-func (m *Mutex) Close() error { return m.f.Close() }
+// Close closes the mutex, releasing it if held; Lock and TryLock then
+// report an error wrapping os.ErrClosed. (On Unix the mutex's lock file
+// stays, as a lock file must: removing it would let two holders in.)
+func (m *Mutex) Close() error {
+	m.closed.Store(true)
+	err := m.f.Close()
+	select {
+	case <-m.sem: // the lock went with the file
+	default:
+	}
+	held.Delete(m)
+	return err
+}
 
 // OpenBell returns the named wake-up for word, which must lie in a shared
 // region: on Linux a futex on the word itself; on other Unix systems a

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +159,105 @@ func TestMutexInProcess(t *testing.T) {
 	}
 	if err := b.Unlock(); err == nil {
 		t.Error("Unlock of an unlocked mutex succeeded")
+	}
+}
+
+// holdMutex takes the named mutex and drops every reference to it, as a
+// program that means to hold it until it exits may.
+func holdMutex(t *testing.T, name string) {
+	m, err := shm.OpenMutex(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := m.TryLock(); !ok || err != nil {
+		t.Fatalf("TryLock: %v, %v", ok, err)
+	}
+}
+
+// A held Mutex that nothing refers to stays held: the garbage collector
+// does not close its file. (The other holder is another open file, which
+// flock and LockFileEx exclude as they exclude another process.)
+func TestMutexHeldUnreferenced(t *testing.T) {
+	name := regionName(t)
+	holdMutex(t, name)
+	for range 3 {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // cleanups run on a goroutine of their own
+	}
+	other, err := shm.OpenMutex(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if ok, err := other.TryLock(); ok || err != nil {
+		t.Errorf("TryLock of a mutex held by an unreferenced Mutex: %v, %v; want false, nil", ok, err)
+	}
+}
+
+// Close of a held Mutex releases it, and its later Lock, TryLock and
+// LockContext report os.ErrClosed rather than wait for ever.
+func TestMutexClosedWhileHeld(t *testing.T) {
+	name := regionName(t)
+	m, err := shm.OpenMutex(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := m.TryLock(); ok || !errors.Is(err, os.ErrClosed) {
+		t.Errorf("TryLock after Close: %v, %v; want false and os.ErrClosed", ok, err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- m.Lock() }()
+	go func() { done <- m.LockContext(context.Background()) }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrClosed) {
+				t.Errorf("Lock after Close: %v, want os.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Lock of a Mutex closed while held waits")
+		}
+	}
+	other, err := shm.OpenMutex(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if ok, err := other.TryLock(); !ok || err != nil {
+		t.Errorf("TryLock after the holder's Close: %v, %v; want true", ok, err)
+	}
+}
+
+// Flush of an empty region (an empty file's), and of a closed one, has
+// nothing to do.
+func TestFlushEmptyAndClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := shm.OpenFile(path, shm.ReadWrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(); err != nil {
+		t.Errorf("Flush of an empty region: %v", err)
+	}
+	if err := os.WriteFile(path, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = shm.OpenFile(path, shm.ReadWrite); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(); err != nil {
+		t.Errorf("Flush after Close: %v", err)
 	}
 }
