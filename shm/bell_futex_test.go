@@ -106,3 +106,22 @@ func TestFutexBellSetTimeout(t *testing.T) {
 		mustReturn(t, "Wait with a timeout", func() error { return b.Wait(atomic.LoadUint32(word), 20*time.Millisecond) })
 	}
 }
+
+// A wait as a member of a set with a timeout past the clock's range (a
+// deadline on the monotonic clock) waits without a limit, as a plain
+// futex bell's does, rather than fail.
+func TestFutexBellSetHugeTimeout(t *testing.T) {
+	word := new(uint32) // a private word: one process is enough here
+	b, err := shm.NewFutexBellSet(word, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		atomic.AddUint32(word, 1)
+		b.Ring()
+	}()
+	if err := b.Wait(0, time.Duration(1<<63-1)); err != nil {
+		t.Errorf("Wait with the longest timeout: %v", err)
+	}
+}

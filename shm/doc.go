@@ -71,8 +71,14 @@ func (r *Region) Bytes() []byte { return r.data }
 // Size is the length of the mapping.
 func (r *Region) Size() int { return len(r.data) }
 
-// Flush writes changes of a file-backed mapping through to the file.
-func (r *Region) Flush() error { return r.flush() }
+// Flush writes changes of a file-backed mapping through to the file. An
+// empty or closed region has nothing to flush.
+func (r *Region) Flush() error {
+	if len(r.data) == 0 {
+		return nil
+	}
+	return r.flush()
+}
 
 // Close unmaps the region. Further use of Bytes faults.
 func (r *Region) Close() error {

@@ -3,6 +3,7 @@
 package futex
 
 import (
+	"math"
 	"os"
 	"time"
 	"unsafe"
@@ -55,8 +56,10 @@ func wait(word *uint32, old, set uint32, timeout time.Duration, held bool) error
 			if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
 				return os.NewSyscallError("clock_gettime", err)
 			}
-			t := unix.NsecToTimespec(now.Nano() + int64(timeout))
-			ts = &t
+			if timeout <= math.MaxInt64-time.Duration(now.Nano()) {
+				t := unix.NsecToTimespec(now.Nano() + int64(timeout))
+				ts = &t
+			} // else past the clock's range: no limit
 		}
 	} else if timeout >= 0 {
 		t := unix.NsecToTimespec(int64(timeout))
