@@ -34,7 +34,10 @@ func checkName(name string) error {
 // an error matching [fs.ErrExist] if the name is taken.
 //
 // On Unix the region is a file and persists until [Remove]; on Windows it
-// is backed by the page file and vanishes with its last handle.
+// is backed by the page file and vanishes with its last handle. Its memory
+// is reserved at once on Linux (fallocate) and Windows, so that a full
+// file system or page file fails Create; elsewhere the file is sparse, and
+// a write that finds no room faults (see [runtime/debug.SetPanicOnFault]).
 func Create(name string, size int) (*Region, error) {
 	if err := checkName(name); err != nil {
 		return nil, err

@@ -46,6 +46,9 @@ func create(name string, size int) (*Region, error) {
 	if err := f.Truncate(int64(size)); err != nil {
 		return nil, err
 	}
+	if err := reserve(f, size); err != nil {
+		return nil, err
+	}
 	r, err := MapFile(f, 0, size, true)
 	if err != nil {
 		return nil, err
