@@ -529,7 +529,12 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 		return nil, err
 	}
 	inst.region = reg
-	if err := inst.initRegion(); err != nil {
+	// The region's pages are the file system's when first written: on a
+	// full one (a tmpfs), that write faults.
+	if ferr := catchFault(func() { err = inst.initRegion() }); ferr != nil {
+		err = fmt.Errorf("%w: writing the new region (a full file system?): %w", ErrLockUnavailable, ferr)
+	}
+	if err != nil {
 		inst.closeRegion()
 		return nil, err
 	}
