@@ -100,10 +100,11 @@ func (f *files) lockFD() int { return f.held.fd }
 
 // openLock opens the lock file, creating it if missing. In an unchecked
 // directory it first looks for the file there: a regular file of this
-// user's with one link can only have been put there by this user, whose
-// primary checked the directory, and a secondary then need not
-// (confirmLock checks it for a primary). Without such a file, the directory
-// is checked, and may turn out to be another.
+// user's with one link and no access for others was put there by this
+// user, whose primary checked the directory, or is one that nobody else
+// can open, and a secondary then need not check (confirmLock checks it for
+// a primary). Without such a file, the directory is checked, and may turn
+// out to be another.
 func (f *files) openLock() (ownerLock, error) {
 	fd, path := -1, f.lockPath()
 	if f.unchecked {
@@ -347,6 +348,12 @@ func (f *files) check(fd int, path string) error {
 		return nil
 	case int(st.Uid) != rundir.EUID():
 		why = fmt.Sprintf("is owned by uid %d, not %d", st.Uid, rundir.EUID())
+	case st.Mode&0o077 != 0 && f.unchecked:
+		// Not taken on trust: another user may hold a descriptor of a file
+		// open to others (one of ScopeMachine's, linked into a directory
+		// of theirs), and use it as this user's lock. The directory's
+		// checks decide.
+		why = fmt.Sprintf("has mode %#o", st.Mode&0o777)
 	case st.Mode&0o077 != 0:
 		if err := unix.Fchmod(fd, uint32(f.perm)); err != nil {
 			return &fs.PathError{Op: "chmod", Path: path, Err: err}

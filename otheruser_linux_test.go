@@ -487,6 +487,7 @@ func TestOtherUser(t *testing.T) {
 	})
 	t.Run("between-runs", o.betweenRuns)
 	t.Run("squat", o.squats)
+	t.Run("machine-link", o.machineLink)
 	summary(t, "other_user_attempts=%d successes=%d", o.attempts, o.successes)
 }
 
@@ -678,4 +679,155 @@ func containsAny(s string, subs ...string) bool {
 		}
 	}
 	return false
+}
+
+func init() { childRoles["link-squatter"] = linkSquatterMain }
+
+// linkSquatterMain, as the intruder, opens the owner's ScopeMachine lock
+// file (open to all), links it into a directory of its own where the
+// owner's per-user files would be, and, once the owner has removed the
+// file's first name (as /tmp's cleaner would), locks it and serves as the
+// owner's primary there until its stdin closes:
+//
+//	LINKED, then PRIMARY, then STOLE <args> for each message
+func linkSquatterMain() int {
+	var p intruderPlan
+	if err := json.Unmarshal([]byte(os.Getenv(envPlan)), &p); err != nil {
+		fmt.Println("ERROR plan:", err)
+		return 0
+	}
+	if err := openDir(p.Dir, &p, func(string, *intruderPlan) error { return nil }); err != nil {
+		fmt.Println("ERROR", err)
+		return 0
+	}
+	fd, err := unix.Open(p.Victim, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		fmt.Println("ERROR", err)
+		return 0
+	}
+	if err := unix.Link(p.Victim, p.path(".lock")); err != nil {
+		fmt.Println("ERROR link:", err)
+		return 0
+	}
+	fmt.Println("LINKED")
+	in := bufio.NewReader(os.Stdin)
+	in.ReadString('\n')
+	cfg, err := newConfig(testAppID, []Option{WithDir(p.Dir)})
+	if err != nil {
+		fmt.Println("ERROR", err)
+		return 0
+	}
+	f := &files{prefix: filepath.Join(p.Dir, p.Base), perm: 0o600, size: -1}
+	f.held = &flockLock{fd: fd, path: p.path(".lock")}
+	if ok, err := f.held.TryLock(); !ok || err != nil {
+		fmt.Println("ERROR lock:", ok, err)
+		return 0
+	}
+	inst, err := becomePrimary(cfg, f, f.held)
+	if err != nil {
+		fmt.Println("ERROR", err)
+		return 0
+	}
+	fmt.Println("PRIMARY")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		in.ReadString('\n')
+		cancel()
+	}()
+	inst.Serve(ctx, func(m *Message) Reply {
+		fmt.Println("STOLE", strings.Join(m.Args, " "))
+		return Reply{Code: 42}
+	})
+	return 0
+}
+
+// machineLink: the owner's ScopeMachine lock file is open to all users, by
+// design. Linked into a directory of the intruder's in the place of the
+// owner's per-user directory, with its first name gone, it is a file of
+// the owner's with one link that the intruder holds open and locks: the
+// owner's per-user launch must not take it on trust.
+func (o *otherUser) machineLink(t *testing.T) {
+	tmp := sharedTmp(t) // on /tmp's file system, where ScopeMachine's files are
+	m, err := Acquire(testAppID, WithScope(ScopeMachine), WithKey(filepath.Base(tmp)), WithArgs(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	machine := m.files.lockPath()
+	m.Release()
+	t.Cleanup(func() { os.Remove(machine) })
+	dir := filepath.Join(tmp, "go-instance-0")
+	p := &intruderPlan{Dir: dir, Base: filepath.Base(prefixFor(t, dir)), Tmp: tmp, Victim: machine}
+	js, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(o.bin, "-test.run=^$")
+	cmd.Dir = filepath.Dir(o.bin)
+	cmd.Env = []string{envRole + "=link-squatter", envPlan + "=" + string(js), "TMPDIR=" + tmp, "PATH=/usr/bin:/bin", "GORACE=atexit_sleep_ms=0"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	lines := make(chan string, 16)
+	go func() {
+		defer close(lines)
+		for s := bufio.NewScanner(stdout); s.Scan(); {
+			lines <- s.Text()
+		}
+	}()
+	next := func() string {
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(20 * time.Second):
+			return "(nothing)"
+		}
+	}
+	if l := next(); l != "LINKED" {
+		t.Fatalf("intruder: %q, want LINKED", l)
+	}
+	if err := os.Remove(machine); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte("go\n"))
+	if l := next(); l != "PRIMARY" {
+		t.Fatalf("intruder: %q, want PRIMARY", l)
+	}
+	o.attempts++
+	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
+	inst, err := Acquire(testAppID, WithArgs([]string{secret}), WithTimeout(3*time.Second))
+	if err == nil {
+		defer inst.Release()
+	}
+	stdin.Close()
+	var stole []string
+	for l := range lines {
+		stole = append(stole, l)
+	}
+	switch {
+	case len(stole) > 0:
+		o.successes++
+		t.Errorf("the intruder got the owner's message: %q", stole)
+	case err == nil && !inst.IsPrimary():
+		o.successes++
+		t.Errorf("the owner's launch was the intruder's secondary (reply %d)", inst.Reply().Code)
+	case err != nil:
+		if !errors.Is(err, ErrLockUnavailable) {
+			t.Errorf("refused with %v, want ErrLockUnavailable", err)
+		}
+		t.Logf("refused: %v", err)
+	default:
+		t.Logf("primary in %s", filepath.Dir(inst.files.prefix))
+	}
 }

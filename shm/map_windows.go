@@ -124,7 +124,13 @@ func createMapping(name string, size int, shared bool) (r *Region, existed bool,
 		}
 	}
 	access := uint32(windows.FILE_MAP_READ | windows.FILE_MAP_WRITE)
-	r, err = view(h, access, 0, size, name)
+	// An existing mapping may be smaller than size, and MapViewOfFile
+	// refuses a view past its end: map all of it, then compare.
+	viewSize := size
+	if existed {
+		viewSize = 0
+	}
+	r, err = view(h, access, 0, viewSize, name)
 	if err != nil {
 		return nil, existed, err
 	}
@@ -133,6 +139,7 @@ func createMapping(name string, size int, shared bool) (r *Region, existed bool,
 		return nil, existed, &os.PathError{Op: "CreateFileMapping", Path: name,
 			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", len(r.data), size)}
 	}
+	r.data = r.data[:size]
 	return r, existed, nil
 }
 

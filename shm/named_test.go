@@ -261,3 +261,28 @@ func TestFlushEmptyAndClosed(t *testing.T) {
 		t.Errorf("Flush after Close: %v", err)
 	}
 }
+
+// Create of a name taken by a smaller region fails with fs.ErrExist, and
+// CreateOrOpen opens that region at its own size, on every system.
+func TestCreateOverSmallerRegion(t *testing.T) {
+	name := regionName(t)
+	r, err := shm.Create(name, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r2, err := shm.Create(name, 1<<20); !errors.Is(err, fs.ErrExist) {
+		if err == nil {
+			r2.Close()
+		}
+		t.Errorf("Create over a smaller region: %v, want fs.ErrExist", err)
+	}
+	r3, err := shm.CreateOrOpen(name, 1<<20)
+	if err != nil {
+		t.Fatalf("CreateOrOpen over a smaller region: %v", err)
+	}
+	defer r3.Close()
+	if r3.Size() != 4096 {
+		t.Errorf("CreateOrOpen gave %d bytes, want the existing region's 4096", r3.Size())
+	}
+}
