@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -83,15 +84,12 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 				return
 			}
 		}
-		if f.lockPublished() {
-			// Only a FIFO went (a sweep still removing what it listed,
-			// say): launches could no longer wake this primary, or its
-			// idle Serve. Publish it all anew, as when the lock file goes.
-			unix.Unlink(f.lockPath())
-		}
-		nf, err := inst.heal()
+		// If only a FIFO went (a sweep still removing what it listed, say),
+		// launches could no longer wake this primary, or its idle Serve:
+		// it is published anew all the same, its lock file replaced.
+		nf, err := inst.heal(f)
 		for try := 0; errors.Is(err, fs.ErrNotExist) && try < 3; try++ {
-			nf, err = inst.heal() // the directory went while it was re-made
+			nf, err = inst.heal(f) // the directory went while it was re-made
 		}
 		if err != nil {
 			return
@@ -147,28 +145,36 @@ func (g *guard) fifosPublished(paths []string) bool {
 }
 
 // heal publishes the primary again, as a new primary would: the directory
-// (re-made, with its checks, if it is the per-user one), a new lock file
-// (created with O_EXCL) locked, and a region of a new generation, through
-// which it receives from then on. The old region is retired, not closed.
-func (inst *Instance) heal() (*files, error) {
+// (re-made, with its checks, if it is the per-user one), a new lock file,
+// locked, and a region of a new generation, through which it receives from
+// then on. The old region is retired, not closed. The new lock file is
+// made whole under a name of its own, then renamed to the lock path, over
+// old's file if that is still there: the path never holds a file that is
+// not locked (the lock file is never unlinked), and a heal that fails
+// leaves nothing behind.
+func (inst *Instance) heal(old *files) (*files, error) {
 	cfg := inst.cfg
 	f, err := openFiles(cfg, cfg.appID)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := f.openLock()
+	if f.unchecked {
+		if err := f.checkDir(); err != nil {
+			return nil, err
+		}
+	}
+	// Looked at first, too: the FIFOs, which publish replaces, are not to
+	// be taken from a primary that has the path.
+	if err := f.free(old); err != nil {
+		return nil, err
+	}
+	lock, aside, err := f.lockAside()
 	if err != nil {
 		return nil, err
 	}
-	ok, err := lock.TryLock()
-	if err != nil || !ok {
-		// A launch made the file and took the lock between the removal and
-		// now: it is a second primary. This one serves whom it can reach.
-		lock.Close()
-		return nil, fmt.Errorf("%w: %s is taken", ErrLockUnavailable, f.lockPath())
-	}
 	p := &publication{files: f, lock: lock}
-	if err := inst.publish(p); err != nil {
+	if err := inst.publish(p, func() error { return f.place(aside, old) }); err != nil {
+		unix.Unlink(aside)
 		if p.region != nil {
 			p.region.Close()
 		}
@@ -183,9 +189,65 @@ func (inst *Instance) heal() (*files, error) {
 	return f, nil
 }
 
+// lockAside creates and locks a lock file for f under a name of its own
+// next to the lock path, one that nobody can guess to put a file there
+// first, and returns the lock and the name.
+func (f *files) lockAside() (ownerLock, string, error) {
+	for {
+		aside := fmt.Sprintf("%s-%016x", f.lockPath(), rand.Uint64())
+		fd, err := retryEINTR(func() (int, error) {
+			return unix.Open(aside, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(f.perm))
+		})
+		if err == unix.EEXIST {
+			continue
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "open", Path: aside, Err: err})
+		}
+		if f.shared {
+			unix.Fchmod(fd, uint32(f.perm)) // past the umask: every user opens it
+		}
+		f.held = &flockLock{fd: fd, path: aside}
+		if ok, err := f.held.TryLock(); !ok || err != nil {
+			f.held.Close()
+			unix.Unlink(aside)
+			return nil, "", fmt.Errorf("%w: %s: a new file could not be locked (%v)", ErrLockUnavailable, aside, err)
+		}
+		return f.held, aside, nil
+	}
+}
+
+// free reports whether the lock path holds the primary's own file old (a
+// FIFO went) or nothing (the file went): not another primary's.
+func (f *files) free(old *files) error {
+	var own, at unix.Stat_t
+	if unix.Lstat(f.lockPath(), &at) == nil {
+		if unix.Fstat(old.lockFD(), &own) != nil || own.Dev != at.Dev || own.Ino != at.Ino {
+			return fmt.Errorf("%w: %s is taken", ErrLockUnavailable, f.lockPath())
+		}
+	}
+	return nil
+}
+
+// place renames the lock file made aside to the lock path, if that is
+// free of other primaries. (A launch that makes the file between the look
+// and the rename loses the path to this primary, as this primary loses it
+// to a launch a moment sooner.)
+func (f *files) place(aside string, old *files) error {
+	path := f.lockPath()
+	if err := f.free(old); err != nil {
+		return err
+	}
+	if err := unix.Rename(aside, path); err != nil {
+		return fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "rename", Path: path, Err: err})
+	}
+	f.held.path = path
+	return nil
+}
+
 // publish sizes, maps and initialises p's region and, unless Release came
-// first, makes it the current one.
-func (inst *Instance) publish(p *publication) error {
+// first, puts it in place and makes it the current one.
+func (inst *Instance) publish(p *publication, place func() error) error {
 	cfg := inst.cfg
 	var err error
 	if p.region, err = p.files.createRegion(cfg.layout.Size()); err != nil {
@@ -219,8 +281,10 @@ func (inst *Instance) publish(p *publication) error {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.closing {
-		catchFault(p.view.Close) // its senders retry, and find the lock free
 		return ErrClosed
+	}
+	if err := place(); err != nil {
+		return err
 	}
 	inst.retire(p)
 	return nil
@@ -237,16 +301,22 @@ var fifoNames = []string{".bell", ".serve"}
 // wake-ups.
 func (f *files) replaceFIFO(name string) error {
 	path := f.prefix + name
-	tmp := fmt.Sprintf("%s%s-%d", f.prefix, name, os.Getpid())
-	unix.Unlink(tmp) // left by a crash of a process with this PID
-	if err := unix.Mkfifo(tmp, uint32(f.perm)); err != nil {
-		return &fs.PathError{Op: "mkfifo", Path: tmp, Err: err}
+	for {
+		// A name nobody can guess to put a file there first.
+		tmp := fmt.Sprintf("%s%s-%016x", f.prefix, name, rand.Uint64())
+		err := unix.Mkfifo(tmp, uint32(f.perm))
+		if err == unix.EEXIST {
+			continue
+		}
+		if err != nil {
+			return &fs.PathError{Op: "mkfifo", Path: tmp, Err: err}
+		}
+		if err := unix.Rename(tmp, path); err != nil {
+			unix.Unlink(tmp)
+			return &fs.PathError{Op: "rename", Path: path, Err: err}
+		}
+		return nil
 	}
-	if err := unix.Rename(tmp, path); err != nil {
-		unix.Unlink(tmp)
-		return &fs.PathError{Op: "rename", Path: path, Err: err}
-	}
-	return nil
 }
 
 // lockDir takes flock(LOCK_SH) on f's directory if it is the per-user one

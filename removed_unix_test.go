@@ -497,3 +497,39 @@ func TestRemovedLockNotTaken(t *testing.T) {
 		t.Errorf("next launch answered %d, want 5", next.Reply().Code)
 	}
 }
+
+// A FIFO removed, and the primary's heal fails (a directory where it would
+// put its .serve FIFO): the lock file, which the primary never unlinks,
+// stays at its path, locked, and the next launch is not a second primary.
+func TestFailedHealKeepsLock(t *testing.T) {
+	dir := testDir(t)
+	prefix := prefixFor(t, dir)
+	inst := acquirePrimary(t, dir, bellFIFO)
+	old, err := os.Stat(prefix + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(prefix + ".serve"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(prefix+".serve", "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(prefix + ".bell"); err != nil {
+		t.Fatal(err)
+	}
+	<-inst.guard.done // the watch ends once the heal has failed
+	at, err := os.Stat(prefix + ".lock")
+	if err != nil || !os.SameFile(old, at) {
+		t.Fatalf("after the failed heal, the lock path holds %v (%v), not the primary's file", at, err)
+	}
+	if left, _ := filepath.Glob(prefix + ".lock-*"); len(left) != 0 {
+		t.Errorf("the failed heal left %q", left)
+	}
+	c := startChild(t, childOpts{dir: dir, bell: bellFIFO, args: []string{"next"}, timeout: time.Second})
+	if l := c.next(20 * time.Second); l == "PRIMARY" {
+		t.Errorf("a launch after the failed heal is a second primary")
+	} else {
+		t.Logf("launch: %s", l)
+	}
+}
