@@ -5,6 +5,7 @@ package instance
 import (
 	"errors"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,12 +32,20 @@ func newLockWatch() (lockWatch, error) {
 	}
 	unix.CloseOnExec(kq)
 	w := &kqueueWatch{kq: kq, pipe: [2]int{-1, -1}, dir: -1, lock: -1}
-	if err := unix.Pipe(w.pipe[:]); err != nil {
+	// Made and marked close-on-exec under ForkLock, as package os does
+	// where pipe2 is missing (macOS): else a child started meanwhile would
+	// inherit both ends.
+	syscall.ForkLock.RLock()
+	err = unix.Pipe(w.pipe[:])
+	if err == nil {
+		unix.CloseOnExec(w.pipe[0])
+		unix.CloseOnExec(w.pipe[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		w.close()
 		return nil, os.NewSyscallError("pipe", err)
 	}
-	unix.CloseOnExec(w.pipe[0])
-	unix.CloseOnExec(w.pipe[1])
 	var ev [1]unix.Kevent_t
 	unix.SetKevent(&ev[0], w.pipe[0], unix.EVFILT_READ, unix.EV_ADD)
 	if _, err := unix.Kevent(kq, ev[:], nil, nil); err != nil {
