@@ -134,10 +134,10 @@ func createMapping(name string, size int, shared bool) (r *Region, existed bool,
 	if err != nil {
 		return nil, existed, err
 	}
-	if len(r.data) < size {
+	if n := len(r.data); n < size {
 		r.Close()
 		return nil, existed, &os.PathError{Op: "CreateFileMapping", Path: name,
-			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", len(r.data), size)}
+			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", n, size)}
 	}
 	r.data = r.data[:size]
 	return r, existed, nil

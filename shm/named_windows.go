@@ -40,14 +40,13 @@ func create(name string, size int) (*Region, error) {
 		return nil, err
 	}
 	r, existed, err := createMapping(obj, size, false)
-	if err != nil {
-		return nil, err
-	}
 	if existed {
-		r.Close()
+		if r != nil {
+			r.Close()
+		}
 		return nil, &fs.PathError{Op: "create", Path: obj, Err: fs.ErrExist}
 	}
-	return r, nil
+	return r, err
 }
 
 func open(name string) (*Region, error) {
