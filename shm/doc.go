@@ -92,10 +92,13 @@ func (r *Region) Close() error {
 
 // TryLockFile takes an exclusive lock on the open file f without waiting.
 // It reports false if another open file holds the lock. The kernel drops
-// the lock when f is closed or its process exits, however it exits.
+// the lock when f is closed or its process exits, however it exits. Taken
+// again through f, the lock is the same one on Unix (flock), but a second
+// one on Windows (LockFileEx), which then needs two UnlockFile calls.
 func TryLockFile(f *os.File) (bool, error) { return tryLockFile(f) }
 
-// UnlockFile releases a lock taken by TryLockFile.
+// UnlockFile releases a lock taken by TryLockFile. Without one it does
+// nothing on Unix and fails on Windows (ERROR_NOT_LOCKED).
 func UnlockFile(f *os.File) error { return unlockFile(f) }
 
 // Doorbell wakes the waiters on one 32-bit word of a region.
