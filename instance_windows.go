@@ -207,7 +207,13 @@ func processAlive(pid int) bool {
 // allowForeground lets the primary take the focus: Windows gives it only to
 // the foreground process and those it allows.
 func allowForeground(pid int) {
-	if pid > 0 {
+	if foregroundPID(pid) {
 		winapi.AllowSetForegroundWindow(uint32(pid))
 	}
 }
+
+// foregroundPID reports whether pid, read from the region, names one
+// process: not 0, and not ASFW_ANY (0xFFFFFFFF, every process), which a
+// region written by another user (ScopeMachine's) could otherwise hold,
+// cut from a larger number or not.
+func foregroundPID(pid int) bool { return pid > 0 && uint64(pid) < 0xFFFFFFFF }
