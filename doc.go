@@ -66,7 +66,8 @@
 // events (one of them for an idle [Instance.Serve], which a secondary
 // wakes directly), named Local\go-instance-… with a hash of the user's SID and
 // session (Global\ for machine scope, which needs SeCreateGlobalPrivilege),
-// and given a DACL for the current user alone. ScopeUser is per session:
+// and given a DACL for the current user alone (for everyone in machine
+// scope, whose objects any local user may use). ScopeUser is per session:
 // Local\ objects cannot span sessions. Before ringing, a secondary calls
 // AllowSetForegroundWindow for the primary, so that the primary may bring
 // its window to the front while it handles the message.
