@@ -82,9 +82,9 @@ func openFiles(c *config, appID string) (*files, error) {
 	return f, nil
 }
 
-// confirmLock: the directory is always checked before the lock file is
-// opened, and the file cannot be removed while it is open (see the Unix
-// files).
+// confirmLock has nothing to confirm: the directory is not guessed (it is
+// the profile's, or WithDir's), and the lock file cannot be removed while
+// it is open (see the Unix files).
 func (f *files) confirmLock() (moved bool, err error) { return false, nil }
 
 // openLock opens the lock file without following a reparse point
