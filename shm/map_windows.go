@@ -67,8 +67,17 @@ func openMapping(name string, size int, perm fs.FileMode, create bool) (*Region,
 	if !create {
 		return openExisting(name, size, perm&0o077 != 0)
 	}
-	r, _, err := createMapping(name, size, perm&0o077 != 0)
-	return r, err
+	r, existed, err := createMapping(name, size, perm&0o077 != 0)
+	if err != nil || !existed {
+		return r, err
+	}
+	if n := len(r.data); n < size {
+		r.Close()
+		return nil, &os.PathError{Op: "CreateFileMapping", Path: name,
+			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", n, size)}
+	}
+	r.data = r.data[:size]
+	return r, nil
 }
 
 // openExisting maps the existing mapping name: size bytes of it, or all of
@@ -95,7 +104,7 @@ func openExisting(name string, size int, shared bool) (*Region, error) {
 }
 
 // createMapping creates the page-file-backed mapping name of size bytes, or
-// opens it if it exists (existed is then true), with a DACL for the
+// opens it whole if it exists (existed is then true), with a DACL for the
 // current user alone unless shared.
 func createMapping(name string, size int, shared bool) (r *Region, existed bool, err error) {
 	if size <= 0 {
@@ -134,12 +143,6 @@ func createMapping(name string, size int, shared bool) (r *Region, existed bool,
 	if err != nil {
 		return nil, existed, err
 	}
-	if n := len(r.data); n < size {
-		r.Close()
-		return nil, existed, &os.PathError{Op: "CreateFileMapping", Path: name,
-			Err: fmt.Errorf("an existing mapping of %d bytes is shorter than %d", n, size)}
-	}
-	r.data = r.data[:size]
 	return r, existed, nil
 }
 

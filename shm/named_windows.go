@@ -40,13 +40,14 @@ func create(name string, size int) (*Region, error) {
 		return nil, err
 	}
 	r, existed, err := createMapping(obj, size, false)
+	if err != nil {
+		return nil, err // another user's object under the name, say
+	}
 	if existed {
-		if r != nil {
-			r.Close()
-		}
+		r.Close()
 		return nil, &fs.PathError{Op: "create", Path: obj, Err: fs.ErrExist}
 	}
-	return r, err
+	return r, nil
 }
 
 func open(name string) (*Region, error) {
