@@ -193,10 +193,12 @@ func TestReplyAfterRemoval(t *testing.T) {
 	})
 }
 
-// lateSend opens the primary's lock file, runs between (which removes it),
-// and then sends args through the file it opened, as a launch that opened
-// the file just before the removal would.
-func lateSend(t *testing.T, dir string, bell uint32, between func(), args ...string) {
+// lateLaunch opens the primary's lock file, runs between (which removes
+// it), and returns a launch (its Acquire, to call) that sends args through
+// the file it opened, as a launch that opened the file just before the
+// removal would. (It runs in this process, on files of its own; the
+// primary cannot tell.)
+func lateLaunch(t *testing.T, dir string, bell uint32, between func(), args ...string) func() (*Instance, error) {
 	t.Helper()
 	cfg, err := newConfig(testAppID, []Option{WithDir(dir), withBell(bell), WithArgs(args)})
 	if err != nil {
@@ -210,16 +212,25 @@ func lateSend(t *testing.T, dir string, bell uint32, between func(), args ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lock.Close()
 	between()
 	msg, err := cfg.encodeMessage()
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst, err := acquire(context.Background(), time.Now().Add(20*time.Second), cfg, f, lock, msg)
+	return func() (*Instance, error) {
+		return acquire(context.Background(), time.Now().Add(10*time.Second), cfg, f, lock, msg)
+	}
+}
+
+// lateSend sends args as lateLaunch's launch and checks that it is
+// answered.
+func lateSend(t *testing.T, dir string, bell uint32, between func(), args ...string) {
+	t.Helper()
+	inst, err := lateLaunch(t, dir, bell, between, args...)()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer inst.Release()
 	if inst.IsPrimary() {
 		t.Fatal("the late sender became a primary")
 	}
@@ -357,40 +368,14 @@ func TestTempCleanerSkipsPrimary(t *testing.T) {
 
 // A message queued through a region retired after a removal is still
 // answered when the current region is then repaired: the repair resets the
-// current region's slots alone, so only its messages are sent again. (The
-// sender runs in this process, on files of its own opened before the
-// removal, to be in the retired region; the primary cannot tell.)
+// current region's slots alone, so only its messages are sent again.
 func TestRepairKeepsRetiredQueue(t *testing.T) {
 	dir := testDir(t)
 	path := filesFor(t, dir).lockPath()
-	p := acquirePrimary(t, dir, bellFutex)
-	cfg, err := newConfig(testAppID, []Option{WithDir(dir), withBell(bellFutex), WithArgs([]string{"late"})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := openFiles(cfg, testAppID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := f.openLock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	waitPublished(t, path, old, os.Getpid())
-	msg, err := cfg.encodeMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, launch := retiredLaunch(t, dir)
 	sent := make(chan error, 1)
 	go func() {
-		inst, err := acquire(context.Background(), time.Now().Add(10*time.Second), cfg, f, lock, msg)
+		inst, err := launch()
 		if err == nil {
 			inst.Release()
 		}
@@ -433,44 +418,18 @@ func TestRepairKeepsRetiredQueue(t *testing.T) {
 // A launch that opened the lock file just before it was removed, and whose
 // message is lost when the primary then leaves, does not become the primary
 // of the removed file (which it can lock, but nobody could find): it takes
-// the file at the path, and the next launch is its secondary. (The launch
-// runs in this process, on files of its own, to open the file before the
-// removal.)
+// the file at the path, and the next launch is its secondary.
 func TestRemovedLockNotTaken(t *testing.T) {
 	dir := testDir(t)
 	path := filesFor(t, dir).lockPath()
-	p := acquirePrimary(t, dir, bellFutex)
-	cfg, err := newConfig(testAppID, []Option{WithDir(dir), withBell(bellFutex), WithArgs([]string{"late"})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := openFiles(cfg, testAppID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := f.openLock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	waitPublished(t, path, old, os.Getpid())
-	msg, err := cfg.encodeMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, launch := retiredLaunch(t, dir)
 	type outcome struct {
 		inst *Instance
 		err  error
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		inst, err := acquire(context.Background(), time.Now().Add(10*time.Second), cfg, f, lock, msg)
+		inst, err := launch()
 		done <- outcome{inst, err}
 	}()
 	waitFor(t, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.queue) == 1 })
@@ -532,4 +491,23 @@ func TestFailedHealKeepsLock(t *testing.T) {
 	} else {
 		t.Logf("launch: %s", l)
 	}
+}
+
+// retiredLaunch starts a primary in dir and returns it and lateLaunch's
+// launch, with "late", whose file is removed and the primary published
+// anew: the launch sends through the retired region.
+func retiredLaunch(t *testing.T, dir string) (*Instance, func() (*Instance, error)) {
+	t.Helper()
+	path := filesFor(t, dir).lockPath()
+	p := acquirePrimary(t, dir, bellFutex)
+	return p, lateLaunch(t, dir, bellFutex, func() {
+		old, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		waitPublished(t, path, old, os.Getpid())
+	}, "late")
 }
