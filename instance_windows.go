@@ -60,7 +60,7 @@ func openFiles(c *config, appID string) (*files, error) {
 		if !st.IsDir() {
 			return nil, fmt.Errorf("%w: %s is not a directory", ErrLockUnavailable, abs)
 		}
-		dir, scopeKey = abs, scopeKey+"\x00dir "+strings.ToLower(abs)
+		dir = abs
 	case c.scope == ScopeMachine:
 		ns, scopeKey, f.shared, f.perm = `Global\`, "machine", true, 0o666
 		dir = os.Getenv("ProgramData")
@@ -76,7 +76,10 @@ func openFiles(c *config, appID string) (*files, error) {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	name := baseName(appID, c, scopeKey)
+	// The directory is in the name too: launches that find another lock
+	// file (another %LocalAppData% in their environment, say) must not
+	// share the region of a primary whose lock they do not see.
+	name := baseName(appID, c, scopeKey+"\x00dir "+strings.ToLower(dir))
 	f.lockPath = filepath.Join(dir, name+".lock")
 	f.object = ns + name
 	return f, nil

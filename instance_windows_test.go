@@ -21,3 +21,25 @@ func TestForegroundPID(t *testing.T) {
 		}
 	}
 }
+
+// Launches whose lock files differ (here by %LocalAppData%, which the
+// per-user directory follows) name different objects: two primaries, each
+// whole, never two on one region.
+func TestObjectsFollowLockFile(t *testing.T) {
+	c, err := newConfig(testAppID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objects, locks []string
+	for _, dir := range []string{t.TempDir(), t.TempDir()} {
+		t.Setenv("LocalAppData", dir)
+		f, err := openFiles(c, testAppID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objects, locks = append(objects, f.object), append(locks, f.lockPath)
+	}
+	if locks[0] == locks[1] || objects[0] == objects[1] {
+		t.Errorf("lock files %q, objects %q: want both apart", locks, objects)
+	}
+}
