@@ -26,7 +26,8 @@ type publication struct {
 	bell      shm.Doorbell
 	serve     shm.Doorbell // its idle Serve calls' own (see Instance.serveBell), or nil
 	slotBells []shm.Doorbell
-	forwarded bool // its doorbell has a forwarder
+	forwarded bool     // its doorbell has a forwarder
+	fifos     []string // the FIFO doorbell's FIFOs made aside, as in fifoNames, until placed
 }
 
 // retire makes the current publication a retired one and r the current one,

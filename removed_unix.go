@@ -147,11 +147,11 @@ func (g *guard) fifosPublished(paths []string) bool {
 // heal publishes the primary again, as a new primary would: the directory
 // (re-made, with its checks, if it is the per-user one), a new lock file,
 // locked, and a region of a new generation, through which it receives from
-// then on. The old region is retired, not closed. The new lock file is
-// made whole under a name of its own, then renamed to the lock path, over
-// old's file if that is still there: the path never holds a file that is
-// not locked (the lock file is never unlinked), and a heal that fails
-// leaves nothing behind.
+// then on. The old region is retired, not closed. The new lock file and
+// FIFOs are made whole under names of their own, then renamed to their
+// paths, the lock file over old's if that is still there: the path never
+// holds a file that is not locked (the lock file is never unlinked), and a
+// heal that fails removes what it made.
 func (inst *Instance) heal(old *files) (*files, error) {
 	cfg := inst.cfg
 	f, err := openFiles(cfg, cfg.appID)
@@ -173,8 +173,10 @@ func (inst *Instance) heal(old *files) (*files, error) {
 		return nil, err
 	}
 	p := &publication{files: f, lock: lock}
-	if err := inst.publish(p, func() error { return f.place(aside, old) }); err != nil {
-		unix.Unlink(aside)
+	if err := inst.publish(p, func() error { return f.place(aside, p.fifos, old) }); err != nil {
+		for _, name := range append(p.fifos, aside) {
+			unix.Unlink(name) // gone already if renamed in
+		}
 		if p.region != nil {
 			p.region.Close()
 		}
@@ -211,7 +213,10 @@ func (f *files) lockAside() (ownerLock, string, error) {
 		if ok, err := f.held.TryLock(); !ok || err != nil {
 			f.held.Close()
 			unix.Unlink(aside)
-			return nil, "", fmt.Errorf("%w: %s: a new file could not be locked (%v)", ErrLockUnavailable, aside, err)
+			if err == nil {
+				err = &fs.PathError{Op: "flock", Path: aside, Err: errors.New("a new file is locked by another process")}
+			}
+			return nil, "", fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 		return f.held, aside, nil
 	}
@@ -229,14 +234,19 @@ func (f *files) free(old *files) error {
 	return nil
 }
 
-// place renames the lock file made aside to the lock path, if that is
-// free of other primaries. (A launch that makes the file between the look
-// and the rename loses the path to this primary, as this primary loses it
-// to a launch a moment sooner.)
-func (f *files) place(aside string, old *files) error {
+// place renames the FIFOs and then the lock file made aside to their
+// paths, if the lock path is free of other primaries. (A launch that makes
+// the file between the look and the rename loses the path to this
+// primary, as this primary loses it to a launch a moment sooner.)
+func (f *files) place(aside string, fifos []string, old *files) error {
 	path := f.lockPath()
 	if err := f.free(old); err != nil {
 		return err
+	}
+	for i, from := range fifos {
+		if err := unix.Rename(from, f.prefix+fifoNames[i]); err != nil {
+			return &fs.PathError{Op: "rename", Path: f.prefix + fifoNames[i], Err: err}
+		}
 	}
 	if err := unix.Rename(aside, path); err != nil {
 		return fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "rename", Path: path, Err: err})
@@ -245,36 +255,49 @@ func (f *files) place(aside string, old *files) error {
 	return nil
 }
 
-// publish sizes, maps and initialises p's region and, unless Release came
-// first, puts it in place and makes it the current one.
+// publish sizes, maps and initialises p's region and its doorbells (the
+// FIFOs made aside, as the lock file is) and, unless Release came first,
+// puts it all in place and makes it the current one.
 func (inst *Instance) publish(p *publication, place func() error) error {
 	cfg := inst.cfg
 	var err error
 	if p.region, err = p.files.createRegion(cfg.layout.Size()); err != nil {
 		return err
 	}
-	if cfg.bell == bellFIFO {
-		for _, name := range fifoNames {
-			if err := p.files.replaceFIFO(name); err != nil {
-				return err
-			}
-		}
-	}
 	// The doorbells before the region is ready: a sender may ring them at once.
 	word := handoff.BellWordOf(p.region.Bytes())
-	if p.bell, err = p.files.doorbell(word, cfg.bell, -1, true); err != nil {
-		return err
-	}
-	if inst.serveOwn {
-		if p.serve, err = p.files.serveDoorbell(word, cfg.bell, true); err != nil {
+	if cfg.bell == bellFIFO {
+		for _, name := range fifoNames {
+			aside, err := p.files.fifoAside(name)
+			if err != nil {
+				return err
+			}
+			p.fifos = append(p.fifos, aside)
+		}
+		if p.bell, err = shm.OpenFIFOBell(word, p.fifos[0], p.files.perm, true); err != nil {
 			return err
 		}
+		if p.serve, err = shm.OpenFIFOBell(word, p.fifos[1], p.files.perm, true); err != nil {
+			return err
+		}
+	} else if p.bell, err = p.files.doorbell(word, cfg.bell, -1, true); err != nil {
+		return err
 	}
 	inst.mu.Lock()
 	gen := inst.view.Generation() + 1
 	inst.mu.Unlock()
-	if p.view, err = handoff.Init(p.region.Bytes(), cfg.layout, owner(), gen, cfg.bell); err != nil {
+	// Its pages are the file system's when first written: on a full one,
+	// that write faults.
+	if ferr := catchFault(func() { p.view, err = handoff.Init(p.region.Bytes(), cfg.layout, owner(), gen, cfg.bell) }); ferr != nil {
+		err = fmt.Errorf("%w: writing the new region (a full file system?): %w", ErrLockUnavailable, ferr)
+	}
+	if err != nil {
 		return err
+	}
+	if testHookPublish != nil {
+		if err := testHookPublish(); err != nil {
+			return err
+		}
 	}
 	p.slotBells = make([]shm.Doorbell, cfg.layout.Slots)
 	p.rc = newReceiver(cfg, p.files, p.view, p.slotBells)
@@ -290,32 +313,31 @@ func (inst *Instance) publish(p *publication, place func() error) error {
 	return nil
 }
 
+// testHookPublish, set by tests, runs before a publication is put in
+// place; an error fails it.
+var testHookPublish func() error
+
 // fifoNames are the suffixes of the primary's FIFOs: its doorbell and
 // its idle Serve calls'.
 var fifoNames = []string{".bell", ".serve"}
 
-// replaceFIFO puts a new FIFO at one of the primary's FIFO paths (name,
-// of fifoNames), atomically (made aside, renamed over it), so that the old
-// FIFO, which senders of the old region may still hold open, keeps a
-// reader of its own: two readers of one FIFO could take each other's
-// wake-ups.
-func (f *files) replaceFIFO(name string) error {
-	path := f.prefix + name
+// fifoAside makes a new FIFO for one of the primary's FIFO paths (name,
+// of fifoNames) under a name of its own, which place renames over the
+// path: the old FIFO, which senders of the old region may still hold
+// open, keeps a reader of its own (two readers of one FIFO could take each
+// other's wake-ups).
+func (f *files) fifoAside(name string) (string, error) {
 	for {
 		// A name nobody can guess to put a file there first.
-		tmp := fmt.Sprintf("%s%s-%016x", f.prefix, name, rand.Uint64())
-		err := unix.Mkfifo(tmp, uint32(f.perm))
+		aside := fmt.Sprintf("%s%s-%016x", f.prefix, name, rand.Uint64())
+		err := unix.Mkfifo(aside, uint32(f.perm))
 		if err == unix.EEXIST {
 			continue
 		}
 		if err != nil {
-			return &fs.PathError{Op: "mkfifo", Path: tmp, Err: err}
+			return "", &fs.PathError{Op: "mkfifo", Path: aside, Err: err}
 		}
-		if err := unix.Rename(tmp, path); err != nil {
-			unix.Unlink(tmp)
-			return &fs.PathError{Op: "rename", Path: path, Err: err}
-		}
-		return nil
+		return aside, nil
 	}
 }
 

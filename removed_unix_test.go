@@ -4,6 +4,7 @@ package instance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -457,32 +458,34 @@ func TestRemovedLockNotTaken(t *testing.T) {
 	}
 }
 
-// A FIFO removed, and the primary's heal fails (a directory where it would
-// put its .serve FIFO): the lock file, which the primary never unlinks,
-// stays at its path, locked, and the next launch is not a second primary.
+// A FIFO removed, and the primary's heal fails (here at the last step,
+// by a hook): the lock file, which the primary never unlinks, stays at its
+// path, locked; the other FIFO is its own still; nothing made for the heal
+// is left; and the next launch is not a second primary.
 func TestFailedHealKeepsLock(t *testing.T) {
 	dir := testDir(t)
 	prefix := prefixFor(t, dir)
+	testHookPublish = func() error { return errors.New("hook: fail the heal") }
+	t.Cleanup(func() { testHookPublish = nil })
 	inst := acquirePrimary(t, dir, bellFIFO)
-	old, err := os.Stat(prefix + ".lock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(prefix + ".serve"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(prefix+".serve", "in-the-way"), 0o700); err != nil {
-		t.Fatal(err)
+	var before []os.FileInfo
+	for _, ext := range []string{".lock", ".serve"} {
+		st, err := os.Stat(prefix + ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, st)
 	}
 	if err := os.Remove(prefix + ".bell"); err != nil {
 		t.Fatal(err)
 	}
 	<-inst.guard.done // the watch ends once the heal has failed
-	at, err := os.Stat(prefix + ".lock")
-	if err != nil || !os.SameFile(old, at) {
-		t.Fatalf("after the failed heal, the lock path holds %v (%v), not the primary's file", at, err)
+	for i, ext := range []string{".lock", ".serve"} {
+		if at, err := os.Stat(prefix + ext); err != nil || !os.SameFile(before[i], at) {
+			t.Errorf("after the failed heal, %s is %v (%v), not the primary's", ext, at, err)
+		}
 	}
-	if left, _ := filepath.Glob(prefix + ".lock-*"); len(left) != 0 {
+	if left, _ := filepath.Glob(prefix + ".*-*"); len(left) != 0 {
 		t.Errorf("the failed heal left %q", left)
 	}
 	c := startChild(t, childOpts{dir: dir, bell: bellFIFO, args: []string{"next"}, timeout: time.Second})
