@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -131,28 +130,16 @@ const maxInt = int(^uint(0) >> 1)
 // it any more (the garbage collector would otherwise close its file, and
 // with it the lock).
 type Mutex struct {
-	f      *os.File
-	sem    chan struct{} // held by the goroutine that holds the lock
-	closed atomic.Bool
+	f   *os.File
+	sem chan struct{} // the turn to take the file's lock: held while taking it and while it is held
+
+	mu     sync.Mutex
+	locked bool // the file's lock is held
+	closed bool
 }
 
 // held keeps every held Mutex reachable.
 var held sync.Map
-
-// acquired notes that the caller took the lock after taking sem; a Mutex
-// closed meanwhile is not locked.
-func (m *Mutex) acquired(op string, lock func() error) error {
-	if m.closed.Load() {
-		<-m.sem
-		return &os.PathError{Op: op, Path: m.f.Name(), Err: os.ErrClosed}
-	}
-	if err := lock(); err != nil {
-		<-m.sem
-		return err
-	}
-	held.Store(m, nil)
-	return nil
-}
 
 // OpenMutex opens (creating if needed) the named mutex name.
 func OpenMutex(name string) (*Mutex, error) {
@@ -166,10 +153,39 @@ func OpenMutex(name string) (*Mutex, error) {
 	return &Mutex{f: f, sem: make(chan struct{}, 1)}, nil
 }
 
+func (m *Mutex) errClosed(op string) error {
+	return &os.PathError{Op: op, Path: m.f.Name(), Err: os.ErrClosed}
+}
+
+// take runs lock, which takes the file's lock, in the caller's turn (sem
+// held) and records the outcome. A Close meanwhile wins: the lock, if
+// lock took it, went with the file.
+func (m *Mutex) take(lock func() error) error {
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	err := m.errClosed("lock")
+	if !closed {
+		err = lock()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		err = m.errClosed("lock") // what lock met, if anything, came of the Close
+	}
+	if err != nil {
+		<-m.sem
+		return err
+	}
+	m.locked = true
+	held.Store(m, nil)
+	return nil
+}
+
 // Lock waits for the mutex and takes it.
 func (m *Mutex) Lock() error {
 	m.sem <- struct{}{}
-	return m.acquired("lock", func() error { return lockFile(m.f) })
+	return m.take(func() error { return lockFile(m.f) })
 }
 
 // errBusy: another process holds the mutex.
@@ -180,9 +196,14 @@ func (m *Mutex) TryLock() (bool, error) {
 	select {
 	case m.sem <- struct{}{}:
 	default:
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.closed {
+			return false, m.errClosed("lock")
+		}
 		return false, nil
 	}
-	err := m.acquired("lock", func() error {
+	err := m.take(func() error {
 		ok, err := tryLockFile(m.f)
 		if err == nil && !ok {
 			err = errBusy
@@ -205,11 +226,17 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 		return ctx.Err()
 	}
 	backoff := time.Millisecond
-	return m.acquired("lock", func() error {
+	return m.take(func() error {
 		for {
 			ok, err := tryLockFile(m.f)
 			if ok || err != nil {
 				return err
+			}
+			m.mu.Lock()
+			closed := m.closed
+			m.mu.Unlock()
+			if closed {
+				return m.errClosed("lock")
 			}
 			select {
 			case <-ctx.Done():
@@ -223,25 +250,34 @@ func (m *Mutex) LockContext(ctx context.Context) error {
 
 // Unlock releases the mutex.
 func (m *Mutex) Unlock() error {
-	err := unlockFile(m.f)
-	select {
-	case <-m.sem:
-	default:
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return m.errClosed("unlock")
+	}
+	if !m.locked {
+		m.mu.Unlock()
 		return errors.New("shm: Unlock of an unlocked Mutex")
 	}
+	err := unlockFile(m.f)
+	m.locked = false
 	held.Delete(m)
+	m.mu.Unlock()
+	<-m.sem
 	return err
 }
 
-// Close closes the mutex, releasing it if held; Lock and TryLock then
-// report an error wrapping os.ErrClosed. (On Unix the mutex's lock file
-// stays, as a lock file must: removing it would let two holders in.)
+// Close closes the mutex, releasing it if held; Lock, TryLock and Unlock
+// then report an error wrapping os.ErrClosed. (On Unix the mutex's lock
+// file stays, as a lock file must: removing it would let two holders in.)
 func (m *Mutex) Close() error {
-	m.closed.Store(true)
+	m.mu.Lock()
+	wasLocked := m.locked
+	m.locked, m.closed = false, true
+	m.mu.Unlock()
 	err := m.f.Close()
-	select {
-	case <-m.sem: // the lock went with the file
-	default:
+	if wasLocked {
+		<-m.sem // the holder's turn: the lock went with the file
 	}
 	held.Delete(m)
 	return err

@@ -286,3 +286,57 @@ func TestCreateOverSmallerRegion(t *testing.T) {
 		t.Errorf("CreateOrOpen gave %d bytes, want the existing region's 4096", r3.Size())
 	}
 }
+
+// Close while another goroutine waits to take the mutex, which another
+// holder has: the wait ends with os.ErrClosed, and the mutex is not left
+// taken by the closed value.
+func TestMutexClosedWhileTaking(t *testing.T) {
+	for _, how := range []string{"Lock", "LockContext"} {
+		t.Run(how, func(t *testing.T) {
+			name := regionName(t)
+			holder, err := shm.OpenMutex(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer holder.Close()
+			if err := holder.Lock(); err != nil {
+				t.Fatal(err)
+			}
+			m, err := shm.OpenMutex(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				if how == "Lock" {
+					done <- m.Lock()
+				} else {
+					done <- m.LockContext(context.Background())
+				}
+			}()
+			time.Sleep(20 * time.Millisecond) // let it wait (the outcome is the same if it has not yet)
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := holder.Unlock(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, os.ErrClosed) {
+					t.Errorf("%s of a Mutex closed meanwhile: %v, want os.ErrClosed", how, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s of a Mutex closed meanwhile waits", how)
+			}
+			third, err := shm.OpenMutex(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer third.Close()
+			if ok, err := third.TryLock(); !ok || err != nil {
+				t.Errorf("TryLock after the closed waiter: %v, %v; want true", ok, err)
+			}
+		})
+	}
+}
