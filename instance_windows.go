@@ -125,18 +125,35 @@ func (f *files) openLock() (ownerLock, error) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable,
 			&fs.PathError{Op: "open", Path: f.lockPath, Err: errors.New("is a symbolic link, junction or directory")})
 	}
-	return fileLock{os.NewFile(uintptr(h), f.lockPath)}, nil
+	return &fileLock{f: os.NewFile(uintptr(h), f.lockPath)}, nil
 }
 
 // fileAttributeTagInfo is FILE_ATTRIBUTE_TAG_INFO.
 type fileAttributeTagInfo struct{ FileAttributes, ReparseTag uint32 }
 
 // fileLock is LockFileEx on the lock file; closing the file releases it.
-type fileLock struct{ f *os.File }
+type fileLock struct {
+	f    *os.File
+	held bool // LockFileEx takes no lock twice: taken again, it would report false
+}
 
-func (l fileLock) TryLock() (bool, error) { return shm.TryLockFile(l.f) }
-func (l fileLock) Unlock() error          { return shm.UnlockFile(l.f) }
-func (l fileLock) Close() error           { return l.f.Close() }
+// TryLock reports true once the lock is held, however often asked, as
+// flock does: a sender's check that took it may ask again.
+func (l *fileLock) TryLock() (bool, error) {
+	if l.held {
+		return true, nil
+	}
+	ok, err := shm.TryLockFile(l.f)
+	l.held = ok
+	return ok, err
+}
+
+func (l *fileLock) Unlock() error {
+	l.held = false
+	return shm.UnlockFile(l.f)
+}
+
+func (l *fileLock) Close() error { return l.f.Close() }
 
 // createRegion creates (or opens, left over from a primary whose
 // secondaries still hold it) the named mapping for a new primary.

@@ -43,3 +43,21 @@ func TestObjectsFollowLockFile(t *testing.T) {
 		t.Errorf("lock files %q, objects %q: want both apart", locks, objects)
 	}
 }
+
+// The lock, once taken, is reported held when asked again, as flock does:
+// a sender's check that took it asks again at its next check.
+func TestLockAskedTwice(t *testing.T) {
+	lock, err := filesFor(t, testDir(t)).openLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	for i := range 2 {
+		if ok, err := lock.TryLock(); !ok || err != nil {
+			t.Fatalf("TryLock %d: %v, %v; want true", i+1, ok, err)
+		}
+	}
+	if err := lock.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+}

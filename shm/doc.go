@@ -92,9 +92,9 @@ func (r *Region) Close() error {
 
 // TryLockFile takes an exclusive lock on the open file f without waiting.
 // It reports false if another open file holds the lock. The kernel drops
-// the lock when f is closed or its process exits, however it exits. Taken
-// again through f, the lock is the same one on Unix (flock), but a second
-// one on Windows (LockFileEx), which then needs two UnlockFile calls.
+// the lock when f is closed or its process exits, however it exits. Asked
+// again through f while it holds the lock, it reports true on Unix (flock:
+// the same lock) but false on Windows (LockFileEx: locks do not overlap).
 func TryLockFile(f *os.File) (bool, error) { return tryLockFile(f) }
 
 // UnlockFile releases a lock taken by TryLockFile. Without one it does
