@@ -223,15 +223,28 @@ func (f *files) lockAside() (ownerLock, string, error) {
 }
 
 // free reports whether the lock path holds the primary's own file old (a
-// FIFO went) or nothing (the file went): not another primary's.
+// FIFO went), nothing (the file went), or a file that nobody holds locked
+// (left by a primary that has gone, or made by a launch that has yet to
+// lock it, and which confirmLock then sends to this primary's file): not
+// another primary's.
 func (f *files) free(old *files) error {
+	path := f.lockPath()
 	var own, at unix.Stat_t
-	if unix.Lstat(f.lockPath(), &at) == nil {
-		if unix.Fstat(old.lockFD(), &own) != nil || own.Dev != at.Dev || own.Ino != at.Ino {
-			return fmt.Errorf("%w: %s is taken", ErrLockUnavailable, f.lockPath())
-		}
+	if unix.Lstat(path, &at) != nil {
+		return nil
 	}
-	return nil
+	if unix.Fstat(old.lockFD(), &own) == nil && own.Dev == at.Dev && own.Ino == at.Ino {
+		return nil
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) // released by the close
+		unix.Close(fd)
+	}
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is taken", ErrLockUnavailable, path)
 }
 
 // place renames the FIFOs and then the lock file made aside to their

@@ -514,3 +514,35 @@ func retiredLaunch(t *testing.T, dir string) (*Instance, func() (*Instance, erro
 		waitPublished(t, path, old, os.Getpid())
 	}, "late")
 }
+
+// A file that nobody holds locked at the lock path when the primary puts
+// its new publication in place (one a launch has made and not yet locked,
+// or one left by a primary that has gone) does not stop the heal: the
+// primary's file replaces it, and the next launch is its secondary.
+func TestHealOverUnlockedFile(t *testing.T) {
+	dir := testDir(t)
+	path := filesFor(t, dir).lockPath()
+	made := false
+	testHookPublish = func() error {
+		made = true
+		return os.WriteFile(path, nil, 0o600)
+	}
+	t.Cleanup(func() { testHookPublish = nil })
+	inst := acquirePrimary(t, dir, bellFutex)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+	old, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitPublished(t, path, old, os.Getpid())
+	if !made {
+		t.Fatal("the hook did not run")
+	}
+	c := startChild(t, childOpts{dir: dir, args: []string{"next"}})
+	checkSecondary(t, c, c.next(20*time.Second))
+}
