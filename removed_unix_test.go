@@ -27,6 +27,20 @@ func userPrefix(t *testing.T) (tmp, prefix string) {
 	return tmp, filesFor(t, "").prefix
 }
 
+// removePublished removes the lock file path and waits until the process
+// pid has published itself again (see waitPublished).
+func removePublished(t *testing.T, path string, pid int) {
+	t.Helper()
+	old, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitPublished(t, path, old, pid)
+}
+
 // waitPublished waits until path is a lock file other than old, whose
 // region the process pid has initialised: that primary has published
 // itself again, lock first.
@@ -252,14 +266,7 @@ func TestSenderOnRemovedFile(t *testing.T) {
 			t.Fatalf("%q, want PRIMARY", l)
 		}
 		lateSend(t, dir, bell, func() {
-			old, err := os.Stat(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Remove(path); err != nil {
-				t.Fatal(err)
-			}
-			waitPublished(t, path, old, p.cmd.Process.Pid)
+			removePublished(t, path, p.cmd.Process.Pid)
 		}, "late")
 	})
 }
@@ -504,14 +511,7 @@ func retiredLaunch(t *testing.T, dir string) (*Instance, func() (*Instance, erro
 	path := filesFor(t, dir).lockPath()
 	p := acquirePrimary(t, dir, bellFutex)
 	return p, lateLaunch(t, dir, bellFutex, func() {
-		old, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-		waitPublished(t, path, old, os.Getpid())
+		removePublished(t, path, os.Getpid())
 	}, "late")
 }
 
@@ -532,14 +532,7 @@ func TestHealOverUnlockedFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
-	old, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	waitPublished(t, path, old, os.Getpid())
+	removePublished(t, path, os.Getpid())
 	if !made {
 		t.Fatal("the hook did not run")
 	}
