@@ -669,6 +669,10 @@ func (inst *Instance) receive() {
 // testHookReceiverRound, set by tests, runs at each round of the receiver.
 var testHookReceiverRound func(*Instance)
 
+// testHookServeWaits, set by tests, runs as an idle Serve is about to wait
+// on the doorbell.
+var testHookServeWaits func(*Instance)
+
 // The sets of a futex doorbell's waiters. Senders ring the Serve calls
 // alone while the region counts some waiting (see handoff.Sender.Serving):
 // the receiver would only wake to find the message taken, and waking a
@@ -943,7 +947,15 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 		if r.bell != nil {
 			var err error
 			if ctx.Err() == nil { // it may have ended while a handler ran
-				err = waitAs(r, bellServe).Wait(r.seen, -1)
+				if testHookServeWaits != nil {
+					testHookServeWaits(inst)
+				}
+				// A doorbell that reads the word (a FIFO, the lock file's
+				// watch) faults if the file was cut short since the poll:
+				// the next poll repairs it.
+				if fault := catchFault(func() { err = waitAs(r, bellServe).Wait(r.seen, -1) }); fault != nil {
+					err = fault
+				}
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,6 +118,36 @@ func TestRegionDamagedWhileServing(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A lock file cut short just before an idle Serve waits (after its poll
+// found the region whole) does not crash the primary, whose doorbell may
+// read the word first: the next launch is answered.
+func TestTruncatedBeforeServeWaits(t *testing.T) {
+	forEachBell(t, func(t *testing.T, bell uint32) {
+		dir := testDir(t)
+		path := prefixFor(t, dir) + ".lock"
+		var once atomic.Bool
+		testHookServeWaits = func(*Instance) {
+			if once.CompareAndSwap(false, true) {
+				if err := os.Truncate(path, 0); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		t.Cleanup(func() { testHookServeWaits = nil }) // after the Serve's end
+		_, rec := servePrimary(t, dir, bell)
+		s := startChild(t, childOpts{dir: dir, bell: bell, args: []string{"after truncation"}})
+		checkSecondary(t, s, s.next(20*time.Second))
+		if !once.Load() {
+			t.Error("no Serve waited")
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if len(rec.msgs) != 1 {
+			t.Errorf("%d messages, want 1", len(rec.msgs))
+		}
+	})
 }
 
 // The per-user directory must be a real directory of this user, closed to
