@@ -398,8 +398,8 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 	slotBell := &lazyBell{}
 	defer slotBell.Close()
 	var ring, serving handoff.Bell = primaryBell, nil
-	if b, err := f.serveDoorbell(view.BellWord(), kind, false); err == nil && b != nil {
-		sp.serve, serving = b, b
+	if sb, err := f.serveDoorbell(b, kind, false); err == nil && sb != nil {
+		sp.serve, serving = sb, sb
 	}
 	if testHookChunkSent != nil {
 		n := new(int)
@@ -538,7 +538,7 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	inst.kind = cfg.bell
 	if cfg.bell == bellOpen {
 		// Before the header names the kind, which senders read.
-		if inst.serveBell, err = f.serveDoorbell(handoff.BellWordOf(reg.Bytes()), bellOpen, true); err != nil {
+		if inst.serveBell, err = f.serveDoorbell(reg.Bytes(), bellOpen, true); err != nil {
 			inst.kind = bellFutex // no inotify instance to spare, say: its Serve calls wait on the futex
 		}
 	}
@@ -559,7 +559,7 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	inst.bell = bell
 	inst.sharedBell = inst.kind == bellFutex
 	if !inst.sharedBell && inst.serveBell == nil {
-		if inst.serveBell, err = f.serveDoorbell(inst.view.BellWord(), inst.kind, true); err != nil {
+		if inst.serveBell, err = f.serveDoorbell(reg.Bytes(), inst.kind, true); err != nil {
 			inst.closeRegion()
 			return nil, err
 		}

@@ -398,12 +398,13 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 // serveDoorbell returns the bell on which idle Serve calls wait (see
 // Instance.serveBell): the futex's set of them, the lock file's watch, or
 // a FIFO of their own.
-func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
+func (f *files) serveDoorbell(region []byte, kind uint32, wait bool) (shm.Doorbell, error) {
+	word := handoff.BellWordOf(region)
 	switch kind {
 	case bellFutex:
 		return shm.NewFutexBellSet(word, bellServe)
 	case bellOpen:
-		return f.serveOnOpen(word, wait)
+		return f.serveOnOpen(region, wait)
 	case bellFIFO:
 		return shm.OpenFIFOBell(word, f.prefix+".serve", f.perm, wait)
 	}

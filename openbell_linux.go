@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-instance/instance/handoff"
 	"github.com/go-instance/instance/shm"
 	"golang.org/x/sys/unix"
 )
@@ -21,12 +22,16 @@ import (
 // on a machine whose idle processors halt, as a virtual machine's do,
 // waking one takes about as long, and the launch no longer waits for it.
 // Woken by an opening, the Serve call watches the doorbell's word for up to
-// openSpin; a ring is a read of one byte of the lock file (IN_ACCESS),
-// which wakes it if it sleeps.
+// openSpin. A ring is a read of one byte of the lock file (IN_ACCESS),
+// which a sender makes only while the region's asleep word says that the
+// Serve call sleeps in poll: a system call that costs a tenth of a
+// handoff, for nothing when the Serve call is awake (under load, most of
+// the time).
 type openBell struct {
-	word *uint32
-	lock int // the lock file, which Ring reads
-	fd   int // the inotify instance, non-blocking
+	word   *uint32
+	asleep *uint32 // handoff.ServeAsleepWordOf
+	lock   int     // the lock file, which Ring reads
+	fd     int     // the inotify instance, non-blocking
 }
 
 // openSpin bounds the watch after an opening. In the bench's loop the ring
@@ -38,13 +43,14 @@ const openSpin = 100 * time.Microsecond
 // from running.
 var spinOnOpen = runtime.NumCPU() > 1
 
-// serveOnOpen returns the bellOpen kind's bell of idle Serve calls: the
-// watch for the primary (wait), the ring for a secondary.
-func (f *files) serveOnOpen(word *uint32, wait bool) (shm.Doorbell, error) {
+// serveOnOpen returns the bellOpen kind's bell of the idle Serve calls of
+// region: the watch for the primary (wait), the ring for a secondary.
+func (f *files) serveOnOpen(region []byte, wait bool) (shm.Doorbell, error) {
+	word, asleep := handoff.BellWordOf(region), handoff.ServeAsleepWordOf(region)
 	if !wait {
-		return lockFileBell(f.lockFD()), nil
+		return &lockFileBell{lock: f.lockFD(), asleep: asleep}, nil
 	}
-	b, err := newOpenBell(word, f.lockFD(), f.held.path)
+	b, err := newOpenBell(word, asleep, f.lockFD(), f.held.path)
 	if err != nil {
 		return nil, err
 	}
@@ -60,12 +66,12 @@ var inotifyInit = func() (int, error) { return unix.InotifyInit1(unix.IN_NONBLOC
 
 // newOpenBell watches the lock file that lock, a descriptor, holds open at
 // path. It fails if path is another file by the time the watch is on.
-func newOpenBell(word *uint32, lock int, path string) (*openBell, error) {
+func newOpenBell(word, asleep *uint32, lock int, path string) (*openBell, error) {
 	fd, err := inotifyInit()
 	if err != nil {
 		return nil, os.NewSyscallError("inotify_init1", err)
 	}
-	b := &openBell{word: word, lock: lock, fd: fd}
+	b := &openBell{word: word, asleep: asleep, lock: lock, fd: fd}
 	if _, err := unix.InotifyAddWatch(fd, path, openBellEvents|unix.IN_DONT_FOLLOW); err != nil {
 		unix.Close(fd)
 		return nil, &os.PathError{Op: "inotify_add_watch", Path: path, Err: err}
@@ -89,7 +95,10 @@ func (b *openBell) Wait(old uint32, timeout time.Duration) error {
 	if _, err := b.read(); err != nil {
 		return err
 	}
+	// Dekker with a sender, which moves the word and then reads this.
+	atomic.StoreUint32(b.asleep, 1)
 	if atomic.LoadUint32(b.word) != old {
+		atomic.StoreUint32(b.asleep, 0)
 		return nil
 	}
 	ms := -1
@@ -97,7 +106,9 @@ func (b *openBell) Wait(old uint32, timeout time.Duration) error {
 		ms = int(min((timeout+time.Millisecond-1)/time.Millisecond, math.MaxInt32))
 	}
 	fds := []unix.PollFd{{Fd: int32(b.fd), Events: unix.POLLIN}}
-	if n, err := unix.Poll(fds, ms); n <= 0 {
+	n, err := unix.Poll(fds, ms)
+	atomic.StoreUint32(b.asleep, 0)
+	if n <= 0 {
 		if err == unix.EINTR {
 			err = nil
 		}
@@ -147,8 +158,10 @@ func (b *openBell) read() (opened bool, err error) {
 	}
 }
 
-// Ring reads a byte of the lock file, which the watch reports.
-func (b *openBell) Ring() error { return ringLockFile(b.lock) }
+// Ring reads a byte of the lock file, which the watch reports, if the
+// Serve call sleeps. As a sender's, the primary's own rings (a message
+// queued, a Serve's context ended, Release) move the word first.
+func (b *openBell) Ring() error { return ringAsleep(b.lock, b.asleep) }
 
 func (b *openBell) Close() error {
 	if err := unix.Close(b.fd); err != nil {
@@ -158,14 +171,25 @@ func (b *openBell) Close() error {
 }
 
 // lockFileBell is how a secondary rings the idle Serve calls of a bellOpen
-// primary: by reading a byte of the lock file.
-type lockFileBell int
+// primary, after moving the doorbell's word: by reading a byte of the lock
+// file if one sleeps.
+type lockFileBell struct {
+	lock   int
+	asleep *uint32
+}
 
-func (l lockFileBell) Wait(uint32, time.Duration) error { return errors.ErrUnsupported }
-func (l lockFileBell) Ring() error                      { return ringLockFile(int(l)) }
-func (lockFileBell) Close() error                       { return nil }
+func (*lockFileBell) Wait(uint32, time.Duration) error { return errors.ErrUnsupported }
+func (*lockFileBell) Close() error                     { return nil }
 
-func ringLockFile(fd int) error {
+func (l *lockFileBell) Ring() error { return ringAsleep(l.lock, l.asleep) }
+
+// ringAsleep reads a byte of the lock file fd if asleep is set: Dekker
+// with openBell.Wait, which sets it before it reads the word, the ringer
+// reads it after moving the word.
+func ringAsleep(fd int, asleep *uint32) error {
+	if atomic.LoadUint32(asleep) == 0 {
+		return nil
+	}
 	var b [1]byte
 	for {
 		_, err := unix.Pread(fd, b[:], 0)

@@ -13,7 +13,8 @@ import (
 // bellOpen primary alone when the opening did not (taken out of the watch
 // here), before and after the primary publishes itself again.
 func TestServeRungByReadingLockFile(t *testing.T) {
-	defer func(e uint32) { openBellEvents = e }(openBellEvents)
+	events := openBellEvents
+	t.Cleanup(func() { openBellEvents = events }) // after the instances' end
 	openBellEvents = unix.IN_ACCESS
 	for _, removed := range []bool{false, true} {
 		dir := testDir(t)
@@ -38,7 +39,7 @@ func TestServeRungByReadingLockFile(t *testing.T) {
 func TestServeWakesAtOpening(t *testing.T) {
 	var opened atomic.Int64
 	testHookOpened = func() { opened.Add(1) }
-	defer func() { testHookOpened = nil }()
+	t.Cleanup(func() { testHookOpened = nil }) // after the instance's end
 	dir := testDir(t)
 	inst, _ := idleServe(t, dir, bellOpen)
 	for i := range 3 {
@@ -55,7 +56,8 @@ func TestServeWakesAtOpening(t *testing.T) {
 // A primary that the system refuses an inotify instance names the plain
 // futex doorbell, whose Serve calls wait on the futex, and serves launches.
 func TestOpenBellUnavailable(t *testing.T) {
-	defer func(f func() (int, error)) { inotifyInit = f }(inotifyInit)
+	init := inotifyInit
+	t.Cleanup(func() { inotifyInit = init }) // after the instance's end
 	inotifyInit = func() (int, error) { return -1, unix.EMFILE }
 	dir := testDir(t)
 	inst, _ := servePrimary(t, dir, bellOpen)

@@ -9,6 +9,6 @@ import (
 	"github.com/go-instance/instance/shm"
 )
 
-func (f *files) serveOnOpen(*uint32, bool) (shm.Doorbell, error) {
+func (f *files) serveOnOpen([]byte, bool) (shm.Doorbell, error) {
 	return nil, fmt.Errorf("%w: the primary waits on a futex and inotify, which %s lacks", ErrIncompatible, runtime.GOOS)
 }

@@ -297,7 +297,7 @@ func (inst *Instance) publish(p *publication, place func() error) error {
 		return err
 	} else if inst.kind == bellOpen {
 		// The watch goes on the file made aside, which the rename moves.
-		if p.serve, err = p.files.serveDoorbell(word, bellOpen, true); err != nil {
+		if p.serve, err = p.files.serveDoorbell(p.region.Bytes(), bellOpen, true); err != nil {
 			return err
 		}
 	}
