@@ -53,13 +53,7 @@
 // never removed) that also holds the region, and for the FIFO doorbell
 // <name>.bell, <name>.serve (on which an idle [Instance.Serve] waits) and
 // <name>.sNN. The doorbell is a futex on a word of the
-// region on Linux and a FIFO elsewhere. On Linux an idle [Instance.Serve]
-// polls an inotify watch of the lock file instead: a launch opens the file
-// some tens of microseconds before it rings (by reading a byte of it), and
-// the Serve woken by the opening watches the doorbell's word until the
-// ring, or for at most 100 µs, so that the launch does not wait for its
-// processor to wake up. Without an inotify instance to spare, it sleeps on
-// the futex. On Linux a secondary waiting for
+// region on Linux and a FIFO elsewhere. On Linux a secondary waiting for
 // its reply keeps its goroutine's processor (P) for the first
 // millisecond, as a goroutine that computes would: it costs the process
 // less than handing the processor over and getting it back.

@@ -23,9 +23,6 @@ const (
 	bellFutex uint32 = 1 // Linux futex on the word
 	bellFIFO  uint32 = 2 // FIFO files beside the lock (Unix)
 	bellEvent uint32 = 3 // named auto-reset events (Windows)
-	// bellOpen is bellFutex whose idle Serve calls wake when a launch opens
-	// the lock file, and are rung by a read of it (Linux; see openBell).
-	bellOpen uint32 = 4
 )
 
 // Message is what a secondary launch forwarded.
@@ -71,18 +68,15 @@ type Instance struct {
 	closed   chan struct{} // Release was called
 	guard    guard         // keeps the files where launches look (removed_*.go)
 	forwards sync.WaitGroup
-	// kind is the doorbell's, as the region's header names it: cfg.bell,
-	// or bellFutex where bellOpen's watch could not be made.
-	kind uint32
 	// An idle Serve waits where a sender wakes it directly (see
 	// handoff.Sender.Serving), and answers what it receives itself: the
 	// receiver, a second goroutine to wake, then sleeps through it.
 	// sharedBell: the doorbell is a futex, which wakes every waiter of the
 	// set rung, so every idle Serve waits on it, in a set of its own.
 	// serveOwn: they have a doorbell of their own, serveBell (an
-	// auto-reset event, a FIFO, <name>.serve, or the lock file's watch),
-	// which wakes one waiter, so one idle Serve at a time waits on it and
-	// the others wait for the receiver's queue.
+	// auto-reset event, or a FIFO, <name>.serve), which wakes one waiter,
+	// so one idle Serve at a time waits on it and the others wait for the
+	// receiver's queue.
 	sharedBell bool
 	serveOwn   bool
 	waiters    sync.WaitGroup // Serve calls counted in idle: teardown waits for them before unmapping
@@ -398,8 +392,8 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 	slotBell := &lazyBell{}
 	defer slotBell.Close()
 	var ring, serving handoff.Bell = primaryBell, nil
-	if sb, err := f.serveDoorbell(b, kind, false); err == nil && sb != nil {
-		sp.serve, serving = sb, sb
+	if b, err := f.serveDoorbell(view.BellWord(), kind, false); err == nil && b != nil {
+		sp.serve, serving = b, b
 	}
 	if testHookChunkSent != nil {
 		n := new(int)
@@ -475,7 +469,7 @@ func (l *lazyBell) Close() error {
 
 // replyBell opens the doorbell on which a sender waits for its reply.
 func (f *files) replyBell(word *uint32, kind uint32, slot int) (shm.Doorbell, error) {
-	if kind == bellFutex || kind == bellOpen {
+	if kind == bellFutex {
 		if b := heldBell(word); b != nil {
 			return b, nil
 		}
@@ -535,13 +529,6 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 		return nil, err
 	}
 	inst.region = reg
-	inst.kind = cfg.bell
-	if cfg.bell == bellOpen {
-		// Before the header names the kind, which senders read.
-		if inst.serveBell, err = f.serveDoorbell(reg.Bytes(), bellOpen, true); err != nil {
-			inst.kind = bellFutex // no inotify instance to spare, say: its Serve calls wait on the futex
-		}
-	}
 	// The region's pages are the file system's when first written: on a
 	// full one (a tmpfs), that write faults.
 	if ferr := catchFault(func() { err = inst.initRegion() }); ferr != nil {
@@ -551,20 +538,20 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 		inst.closeRegion()
 		return nil, err
 	}
-	bell, err := f.doorbell(inst.view.BellWord(), inst.kind, -1, true)
+	bell, err := f.doorbell(inst.view.BellWord(), cfg.bell, -1, true)
 	if err != nil {
 		inst.closeRegion()
 		return nil, err
 	}
 	inst.bell = bell
-	inst.sharedBell = inst.kind == bellFutex
-	if !inst.sharedBell && inst.serveBell == nil {
-		if inst.serveBell, err = f.serveDoorbell(reg.Bytes(), inst.kind, true); err != nil {
+	inst.sharedBell = cfg.bell == bellFutex
+	if !inst.sharedBell {
+		if inst.serveBell, err = f.serveDoorbell(inst.view.BellWord(), cfg.bell, true); err != nil {
 			inst.closeRegion()
 			return nil, err
 		}
+		inst.serveOwn = inst.serveBell != nil
 	}
-	inst.serveOwn = inst.serveBell != nil
 	go inst.receive()
 	inst.startGuard()
 	return inst, nil
@@ -585,7 +572,7 @@ func (inst *Instance) initRegion() error {
 	} else {
 		gen = uint64(time.Now().UnixNano())
 	}
-	view, err := handoff.Init(b, inst.cfg.layout, owner(), gen, inst.kind)
+	view, err := handoff.Init(b, inst.cfg.layout, owner(), gen, inst.cfg.bell)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func (*files) confirmLock() (bool, error)        { return false, nil }
 func (*files) doorbell(*uint32, uint32, int, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }
-func (*files) serveDoorbell([]byte, uint32, bool) (shm.Doorbell, error) {
+func (*files) serveDoorbell(*uint32, uint32, bool) (shm.Doorbell, error) {
 	return nil, errors.ErrUnsupported
 }
 func processAlive(int) bool { return false }

@@ -18,11 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The futex doorbell, with the lock file's opening for idle Serve calls,
-// where the kernel has them; a FIFO elsewhere.
+// The futex doorbell where the kernel has one; a FIFO elsewhere.
 var defaultBell = func() uint32 {
 	if runtime.GOOS == "linux" {
-		return bellOpen
+		return bellFutex
 	}
 	return bellFIFO
 }()
@@ -379,7 +378,7 @@ func retryEINTR(fn func() (int, error)) (int, error) {
 // wait: the caller will wait on it, rather than ring it.
 func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Doorbell, error) {
 	switch kind {
-	case bellFutex, bellOpen:
+	case bellFutex:
 		b, err := shm.NewFutexBell(word)
 		if errors.Is(err, errors.ErrUnsupported) {
 			return nil, fmt.Errorf("%w: the primary waits on a futex, which %s lacks", ErrIncompatible, runtime.GOOS)
@@ -396,15 +395,11 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 }
 
 // serveDoorbell returns the bell on which idle Serve calls wait (see
-// Instance.serveBell): the futex's set of them, the lock file's watch, or
-// a FIFO of their own.
-func (f *files) serveDoorbell(region []byte, kind uint32, wait bool) (shm.Doorbell, error) {
-	word := handoff.BellWordOf(region)
+// Instance.serveBell): the futex's set of them, or a FIFO of their own.
+func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
 	switch kind {
 	case bellFutex:
 		return shm.NewFutexBellSet(word, bellServe)
-	case bellOpen:
-		return f.serveOnOpen(region, wait)
 	case bellFIFO:
 		return shm.OpenFIFOBell(word, f.prefix+".serve", f.perm, wait)
 	}

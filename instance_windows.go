@@ -199,11 +199,11 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 
 // serveDoorbell returns the event on which an idle Serve waits (see
 // Instance.serveBell).
-func (f *files) serveDoorbell(region []byte, kind uint32, wait bool) (shm.Doorbell, error) {
+func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
 	if kind != bellEvent {
 		return nil, fmt.Errorf("%w: doorbell kind %d on windows", ErrIncompatible, kind)
 	}
-	return shm.OpenEventBell(handoff.BellWordOf(region), f.object+".serve", f.perm, wait)
+	return shm.OpenEventBell(word, f.object+".serve", f.perm, wait)
 }
 
 // processAlive reports whether pid still runs. A process we may not open

@@ -69,12 +69,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// bells lists the doorbells this OS can run: on Linux the futex with and
-// without the lock file's watch, and the FIFO.
+// bells lists the doorbells this OS can run: both on Linux.
 func bells() []uint32 {
 	switch runtime.GOOS {
 	case "linux":
-		return []uint32{bellOpen, bellFutex, bellFIFO}
+		return []uint32{bellFutex, bellFIFO}
 	case "windows":
 		return []uint32{bellEvent}
 	}
@@ -82,7 +81,7 @@ func bells() []uint32 {
 }
 
 func bellName(k uint32) string {
-	return map[uint32]string{bellFutex: "futex", bellOpen: "open", bellFIFO: "fifo", bellEvent: "event"}[k]
+	return map[uint32]string{bellFutex: "futex", bellFIFO: "fifo", bellEvent: "event"}[k]
 }
 
 // forEachBell runs f as a subtest per doorbell kind.

@@ -134,7 +134,7 @@ func newConfig(appID string, opts []Option) (*config, error) {
 		layout:     handoff.DefaultLayout,
 		bell:       defaultBell,
 	}
-	if tuning.PortableDoorbell && (c.bell == bellFutex || c.bell == bellOpen) {
+	if tuning.PortableDoorbell && c.bell == bellFutex {
 		c.bell = bellFIFO
 	}
 	for _, o := range opts {

@@ -293,20 +293,15 @@ func (inst *Instance) publish(p *publication, place func() error) error {
 		if p.serve, err = shm.OpenFIFOBell(word, p.fifos[1], p.files.perm, true); err != nil {
 			return err
 		}
-	} else if p.bell, err = p.files.doorbell(word, inst.kind, -1, true); err != nil {
+	} else if p.bell, err = p.files.doorbell(word, cfg.bell, -1, true); err != nil {
 		return err
-	} else if inst.kind == bellOpen {
-		// The watch goes on the file made aside, which the rename moves.
-		if p.serve, err = p.files.serveDoorbell(p.region.Bytes(), bellOpen, true); err != nil {
-			return err
-		}
 	}
 	inst.mu.Lock()
 	gen := inst.view.Generation() + 1
 	inst.mu.Unlock()
 	// Its pages are the file system's when first written: on a full one,
 	// that write faults.
-	if ferr := catchFault(func() { p.view, err = handoff.Init(p.region.Bytes(), cfg.layout, owner(), gen, inst.kind) }); ferr != nil {
+	if ferr := catchFault(func() { p.view, err = handoff.Init(p.region.Bytes(), cfg.layout, owner(), gen, cfg.bell) }); ferr != nil {
 		err = fmt.Errorf("%w: writing the new region (a full file system?): %w", ErrLockUnavailable, ferr)
 	}
 	if err != nil {

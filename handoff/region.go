@@ -61,7 +61,6 @@ const (
 	offBellKind   = 56
 	offBell       = 60
 	offServing    = 64 // written by the primary; see Sender.Serving
-	offAsleep     = 68 // written by the primary; see ServeAsleepWordOf
 )
 
 // Slot control offsets.
@@ -169,7 +168,6 @@ func Init(b []byte, l Layout, owner Owner, gen uint64, bellKind uint32) (*Region
 	atomic.StoreUint64(r.u64(offOwnerStart), uint64(owner.Start))
 	atomic.StoreUint32(r.u32(offBellKind), bellKind)
 	atomic.StoreUint32(r.u32(offServing), 0)
-	atomic.StoreUint32(r.u32(offAsleep), 0)
 	for i := range l.Slots {
 		// Free each slot with a new sequence number, so that a claim of the
 		// old generation never matches one of the new, even one made while
@@ -299,18 +297,6 @@ func (r *Region) BellWord() *uint32 { return r.u32(offBell) }
 // word themselves: the primary keeps it, senders read it (see
 // Sender.Serving).
 func (r *Region) ServingWord() *uint32 { return r.u32(offServing) }
-
-// ServeAsleepWordOf returns the word of the region in b that tells whether
-// its primary's idle handler sleeps in a system call that a ring of the
-// doorbell word alone does not end (one that waits on another object), or
-// nil as BellWordOf does. The primary sets it and senders read it: how
-// they ring the handler is the doorbell kind's business.
-func ServeAsleepWordOf(b []byte) *uint32 {
-	if BellWordOf(b) == nil {
-		return nil
-	}
-	return (&Region{b: b}).u32(offAsleep)
-}
 
 // BellWordOf returns the doorbell word of the region in b, whether or not
 // its header is valid, or nil if b is too short or misaligned: a sender
