@@ -937,9 +937,9 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 				if testHookServeWaits != nil {
 					testHookServeWaits(inst)
 				}
-				// A doorbell that reads the word (a FIFO, the lock file's
-				// watch) faults if the file was cut short since the poll:
-				// the next poll repairs it.
+				// The FIFO doorbell reads the word first: a fault there
+				// (the file cut short since the poll) is repaired by the
+				// next poll.
 				if fault := catchFault(func() { err = waitAs(r, bellServe).Wait(r.seen, -1) }); fault != nil {
 					err = fault
 				}
