@@ -145,7 +145,10 @@ func OpenEventBell(word *uint32, name string, perm fs.FileMode, wait bool) (Door
 // wait set, the caller is the waiter: the FIFO is created with perm if
 // missing and its read end held open. Otherwise the bell only rings, which
 // does nothing while nobody waits. A path that is not a FIFO, or (for a perm
-// without group or other bits) not owned by the caller, is refused.
+// without group or other bits) not owned by the caller, is refused. Its
+// Wait reads the word before it sleeps: on a file-backed region that
+// another process may truncate, that read faults (SIGBUS), so wait where
+// such a fault is recovered ([runtime/debug.SetPanicOnFault]).
 func OpenFIFOBell(word *uint32, path string, perm fs.FileMode, wait bool) (Doorbell, error) {
 	return openFIFOBell(word, path, perm, wait)
 }
