@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-instance/instance/handoff"
@@ -69,6 +70,7 @@ func (inst *Instance) watchFiles(w lockWatch, f *files) {
 	g := &inst.guard
 	defer close(g.done)
 	defer w.close()
+	f.sweepAsides()
 	for {
 		var fifos []string
 		if g.fifos != nil {
@@ -329,6 +331,73 @@ func (inst *Instance) publish(p *publication, place func() error) error {
 // testHookPublish, set by tests, runs before a publication is put in
 // place; an error fails it.
 var testHookPublish func() error
+
+// sweepAsides removes what a primary killed in the middle of publishing
+// itself again (heal) left beside f's lock file: lock files and FIFOs made
+// aside under names of their own, a minute old or more, of this user's,
+// and in use by nobody (a lock file that nobody holds locked, a FIFO that
+// nobody reads), as a publication in progress holds its own.
+func (f *files) sweepAsides() {
+	dir, base := filepath.Split(f.prefix)
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, name := range names {
+		fifo, ok := asideOf(base, name)
+		if !ok {
+			continue
+		}
+		path := dir + name
+		var st unix.Stat_t
+		if unix.Lstat(path, &st) != nil || int(st.Uid) != os.Geteuid() ||
+			time.Since(time.Unix(st.Mtim.Unix())) < time.Minute {
+			continue
+		}
+		mode := uint32(unix.S_IFREG)
+		if fifo {
+			mode = unix.S_IFIFO
+		}
+		if uint32(st.Mode)&unix.S_IFMT != mode {
+			continue
+		}
+		if fifo {
+			fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err == nil { // read by someone
+				unix.Close(fd)
+			} else if err == unix.ENXIO {
+				unix.Unlink(path)
+			}
+			continue
+		}
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+			unix.Unlink(path)
+		}
+		unix.Close(fd)
+	}
+}
+
+// asideOf reports whether name is a file made aside for the files of base
+// (see lockAside and fifoAside), and whether it is a FIFO.
+func asideOf(base, name string) (fifo, ok bool) {
+	rest, found := strings.CutPrefix(name, base)
+	if !found {
+		return false, false
+	}
+	for _, kind := range append([]string{".lock"}, fifoNames...) {
+		if hex, found := strings.CutPrefix(rest, kind+"-"); found && len(hex) == 16 &&
+			strings.Trim(hex, "0123456789abcdef") == "" {
+			return kind != ".lock", true
+		}
+	}
+	return false, false
+}
 
 // fifoNames are the suffixes of the primary's FIFOs: its doorbell and
 // its idle Serve calls'.

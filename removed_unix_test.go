@@ -539,3 +539,79 @@ func TestHealOverUnlockedFile(t *testing.T) {
 	c := startChild(t, childOpts{dir: dir, args: []string{"next"}})
 	checkSecondary(t, c, c.next(20*time.Second))
 }
+
+// A new primary removes what a primary killed in the middle of publishing
+// itself again left beside its lock file, if a minute old and in use by
+// nobody; the rest stays. (The lock held here is flock's, per open file
+// description, as another process's would be.)
+func TestHealLeftoversSwept(t *testing.T) {
+	dir := testDir(t)
+	prefix := prefixFor(t, dir)
+	old := time.Now().Add(-2 * time.Minute)
+	file := func(name string, age time.Time) string {
+		path := prefix + name
+		if err := os.WriteFile(path, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, age, age); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	fifo := func(name string) string {
+		path := prefix + name
+		if err := unix.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, old, old); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	gone := []string{file(".lock-0123456789abcdef", old), fifo(".bell-0123456789abcdef"), fifo(".serve-0123456789abcdef")}
+	kept := []string{
+		file(".lock-fedcba9876543210", time.Now()), // too young
+		file(".lock-0123456789abcdeg", old),        // not a name of ours
+		file(".lock-0123456789abcde", old),
+		file(".lockfile", old),
+		fifo(".bell-fedcba9876543210"), // read by someone
+		file(".lock-1111111111111111", old),
+		filepath.Join(dir, "go-instance-other-0123456789abcdef.lock-0123456789abcdef"),
+	}
+	if err := os.WriteFile(kept[len(kept)-1], nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(kept[len(kept)-1], old, old)
+	reader, err := unix.Open(kept[4], unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(reader)
+	locked, err := os.OpenFile(kept[5], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locked.Close()
+	if err := unix.Flock(int(locked.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	inst := acquirePrimary(t, dir, defaultBell)
+	deadline := time.Now().Add(20 * time.Second)
+	for _, path := range gone {
+		for {
+			if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s left", filepath.Base(path))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	inst.Release() // the sweep has ended with the watch
+	for _, path := range kept {
+		if _, err := os.Lstat(path); err != nil {
+			t.Errorf("%s removed: %v", filepath.Base(path), err)
+		}
+	}
+}
