@@ -548,8 +548,7 @@ func TestHealLeftoversSwept(t *testing.T) {
 	dir := testDir(t)
 	prefix := prefixFor(t, dir)
 	old := time.Now().Add(-2 * time.Minute)
-	file := func(name string, age time.Time) string {
-		path := prefix + name
+	file := func(path string, age time.Time) string {
 		if err := os.WriteFile(path, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -568,20 +567,16 @@ func TestHealLeftoversSwept(t *testing.T) {
 		}
 		return path
 	}
-	gone := []string{file(".lock-0123456789abcdef", old), fifo(".bell-0123456789abcdef"), fifo(".serve-0123456789abcdef")}
+	gone := []string{file(prefix+".lock-0123456789abcdef", old), fifo(".bell-0123456789abcdef"), fifo(".serve-0123456789abcdef")}
 	kept := []string{
-		file(".lock-fedcba9876543210", time.Now()), // too young
-		file(".lock-0123456789abcdeg", old),        // not a name of ours
-		file(".lock-0123456789abcde", old),
-		file(".lockfile", old),
-		fifo(".bell-fedcba9876543210"), // read by someone
-		file(".lock-1111111111111111", old),
-		filepath.Join(dir, "go-instance-other-0123456789abcdef.lock-0123456789abcdef"),
+		file(prefix+".lock-fedcba9876543210", time.Now()), // too young
+		file(prefix+".lock-0123456789abcdeg", old),        // not a name of ours
+		file(prefix+".lock-0123456789abcde", old),
+		file(prefix+".lockfile", old),
+		fifo(".bell-fedcba9876543210"),             // read by someone
+		file(prefix+".lock-1111111111111111", old), // locked
+		file(filepath.Join(dir, "go-instance-other-0123456789abcdef.lock-0123456789abcdef"), old),
 	}
-	if err := os.WriteFile(kept[len(kept)-1], nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Chtimes(kept[len(kept)-1], old, old)
 	reader, err := unix.Open(kept[4], unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
