@@ -35,19 +35,22 @@ var defaultOwner = sync.OnceValues(func() (*windows.SID, error) {
 	}
 })
 
-// SecurityAttributes gives a new kernel object or file a DACL: full access
-// for the current user alone, or for everyone when shared. The handle it
-// makes is not inheritable.
+// SecurityAttributes gives a new kernel object or file the current user as
+// its owner and a DACL: full access for that user alone, or for everyone
+// when shared. The owner is explicit because the token's default one is
+// Administrators in an elevated process, whose objects the same user's
+// launches that are not elevated would then refuse (see CheckOwner). The
+// handle it makes is not inheritable.
 func SecurityAttributes(shared bool) (*windows.SecurityAttributes, error) {
+	sid, err := UserSID()
+	if err != nil {
+		return nil, err
+	}
 	who := "WD" // everyone
 	if !shared {
-		sid, err := UserSID()
-		if err != nil {
-			return nil, err
-		}
 		who = sid.String()
 	}
-	sd, err := windows.SecurityDescriptorFromString("D:P(A;;GA;;;" + who + ")")
+	sd, err := windows.SecurityDescriptorFromString("O:" + sid.String() + "D:P(A;;GA;;;" + who + ")")
 	if err != nil {
 		return nil, err
 	}
@@ -57,10 +60,12 @@ func SecurityAttributes(shared bool) (*windows.SecurityAttributes, error) {
 }
 
 // CheckOwner returns an error unless the kernel object h belongs to the
-// current user: its owner is the token's user, or the token's default owner
-// for new objects (Administrators for an elevated process; a group under
-// Wine). An object another user made under our name is refused, so that
-// nobody can squat a per-user name with a DACL of their choosing.
+// current user: its owner is the token's user (as for every object made
+// with SecurityAttributes), or the token's default owner for new objects,
+// which a program of the user's own may have made (Administrators for an
+// elevated process; a group under Wine). An object another user made under
+// our name is refused, so that nobody can squat a per-user name with a DACL
+// of their choosing.
 func CheckOwner(h windows.Handle) error {
 	sd, err := windows.GetSecurityInfo(h, windows.SE_KERNEL_OBJECT, windows.OWNER_SECURITY_INFORMATION)
 	if err != nil {
