@@ -65,7 +65,8 @@
 // mapping backed by the page file and the doorbells are named auto-reset
 // events (one of them for an idle [Instance.Serve], which a secondary
 // wakes directly), named Local\go-instance-… with a hash of the user's SID and
-// session (Global\ for machine scope, which needs SeCreateGlobalPrivilege),
+// session and a secret that the lock file keeps, which other users cannot
+// read (Global\ for machine scope, which needs SeCreateGlobalPrivilege),
 // and given a DACL for the current user alone (for everyone in machine
 // scope, whose objects any local user may use). ScopeUser is per session:
 // Local\ objects cannot span sessions. Before ringing, a secondary calls

@@ -3,8 +3,10 @@
 package instance
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -23,12 +25,29 @@ var defaultBell = bellEvent
 // files names an instance's objects: a lock file, <dir>\<base>.lock, and
 // named kernel objects <object>.shm (the region, backed by the page file),
 // <object>.bell, <object>.serve and <object>.sNN (auto-reset events).
+//
+// An object's name ends with a secret that the lock file keeps, 16 random
+// bytes that the first primary writes: another user in the session, who
+// may make objects under any name in Local\, cannot read the file (its
+// DACL is the user's, and so is its directory), so cannot know the names
+// to make them first (squat them) and keep the user's launches from their
+// primary. In a directory of WithDir's that others may write, another user
+// who made the lock file first can do that, as on Unix, but still not read
+// or inject messages: the objects are the user's (see CheckOwner). Machine
+// scope has a secret too, which every user may read, as every user may
+// use its objects.
 type files struct {
 	lockPath string
-	object   string      // Local\ or Global\ name prefix
+	prefix   string      // Local\ or Global\ name, without the secret
+	object   string      // prefix and secret, once readSecret has read it
 	shared   bool        // machine scope: objects open to every user
 	perm     fs.FileMode // 0o600, or 0o666 when shared
+	lock     *fileLock   // set by openLock
 }
+
+// secretAt is where the lock file keeps the secret: past the byte that a
+// primary's LockFileEx locks, which no other handle can read.
+const secretAt, secretLen = 8, 16
 
 func openFiles(c *config, appID string) (*files, error) {
 	u, err := winapi.UserSID()
@@ -81,7 +100,7 @@ func openFiles(c *config, appID string) (*files, error) {
 	// share the region of a primary whose lock they do not see.
 	name := baseName(appID, c, scopeKey+"\x00dir "+strings.ToLower(dir))
 	f.lockPath = filepath.Join(dir, name+".lock")
-	f.object = ns + name
+	f.prefix = ns + name
 	return f, nil
 }
 
@@ -91,8 +110,8 @@ func openFiles(c *config, appID string) (*files, error) {
 func (f *files) confirmLock() (moved bool, err error) { return false, nil }
 
 // openLock opens the lock file without following a reparse point
-// (symbolic link or junction), not inheritable, readable (LockFileEx needs
-// no more) and shareable, so that every launch can open it.
+// (symbolic link or junction), not inheritable, readable and writable (for
+// the secret) and shareable, so that every launch can open it.
 func (f *files) openLock() (ownerLock, error) {
 	path16, err := windows.UTF16PtrFromString(f.lockPath)
 	if err != nil {
@@ -102,13 +121,14 @@ func (f *files) openLock() (ownerLock, error) {
 	const flags = windows.FILE_ATTRIBUTE_NORMAL | windows.FILE_FLAG_OPEN_REPARSE_POINT
 	// Usually the file exists: its DACL, which only a file made now gets,
 	// need not be built.
-	h, err := windows.CreateFile(path16, windows.GENERIC_READ, share, nil, windows.OPEN_EXISTING, flags, 0)
+	const access = windows.GENERIC_READ | windows.GENERIC_WRITE
+	h, err := windows.CreateFile(path16, access, share, nil, windows.OPEN_EXISTING, flags, 0)
 	if errors.Is(err, windows.ERROR_FILE_NOT_FOUND) {
 		var sa *windows.SecurityAttributes
 		if sa, err = winapi.SecurityAttributes(f.shared); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
-		h, err = windows.CreateFile(path16, windows.GENERIC_READ, share, sa, windows.OPEN_ALWAYS, flags, 0)
+		h, err = windows.CreateFile(path16, access, share, sa, windows.OPEN_ALWAYS, flags, 0)
 	}
 	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "open", Path: f.lockPath, Err: err})
@@ -125,7 +145,42 @@ func (f *files) openLock() (ownerLock, error) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable,
 			&fs.PathError{Op: "open", Path: f.lockPath, Err: errors.New("is a symbolic link, junction or directory")})
 	}
-	return &fileLock{f: os.NewFile(uintptr(h), f.lockPath)}, nil
+	f.lock = &fileLock{f: os.NewFile(uintptr(h), f.lockPath)}
+	return f.lock, nil
+}
+
+// readSecret names the objects with the lock file's secret, and reports
+// false if the file has none yet.
+func (f *files) readSecret() (bool, error) {
+	var b [secretLen]byte
+	n, err := f.lock.f.ReadAt(b[:], secretAt)
+	if n < secretLen || b == ([secretLen]byte{}) {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		return false, nil // a primary writing it, or none has yet
+	}
+	f.object = f.prefix + "-" + hex.EncodeToString(b[:])
+	return true, nil
+}
+
+// ensureSecret, for a primary, reads the lock file's secret, or writes
+// one if it has none.
+func (f *files) ensureSecret() error {
+	if ok, err := f.readSecret(); ok || err != nil {
+		return err
+	}
+	var b [secretLen]byte
+	if err := winapi.ProcessPrng(&b[0], uintptr(len(b))); err != nil {
+		return os.NewSyscallError("ProcessPrng", err)
+	}
+	if _, err := f.lock.f.WriteAt(b[:], secretAt); err != nil {
+		return err
+	}
+	if ok, err := f.readSecret(); !ok || err != nil {
+		return fmt.Errorf("%s: secret not kept: %w", f.lockPath, err)
+	}
+	return nil
 }
 
 // fileAttributeTagInfo is FILE_ATTRIBUTE_TAG_INFO.
@@ -158,6 +213,9 @@ func (l *fileLock) Close() error { return l.f.Close() }
 // createRegion creates (or opens, left over from a primary whose
 // secondaries still hold it) the named mapping for a new primary.
 func (f *files) createRegion(size int) (mapping, error) {
+	if err := f.ensureSecret(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
 	name := f.object + ".shm"
 	r, err := shm.OpenMapping(name, size, f.perm, true)
 	if errors.Is(err, windows.ERROR_ACCESS_DENIED) && f.shared {
@@ -175,6 +233,13 @@ func (f *files) restoreRegion(int) {}
 
 // openRegion maps the primary's region for a secondary.
 func (f *files) openRegion(size int) (mapping, error) {
+	ok, err := f.readSecret()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %s has no secret yet", handoff.ErrNotReady, f.lockPath)
+	}
 	r, err := shm.OpenMapping(f.object+".shm", size, f.perm, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %w", handoff.ErrNotReady, err)

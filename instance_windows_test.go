@@ -1,8 +1,14 @@
 package instance
 
 import (
+	"fmt"
 	"math"
 	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/go-instance/instance/internal/winapi"
+	"golang.org/x/sys/windows"
 )
 
 // A PID from the region that would let every process take the foreground
@@ -37,7 +43,7 @@ func TestObjectsFollowLockFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		objects, locks = append(objects, f.object), append(locks, f.lockPath)
+		objects, locks = append(objects, f.prefix), append(locks, f.lockPath)
 	}
 	if locks[0] == locks[1] || objects[0] == objects[1] {
 		t.Errorf("lock files %q, objects %q: want both apart", locks, objects)
@@ -60,4 +66,51 @@ func TestLockAskedTwice(t *testing.T) {
 	if err := lock.Unlock(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Another user in the session may make objects under any name in Local\.
+// Here one makes, before any primary, every name of the instance's that it
+// can know without reading the lock file, owned by another SID, as its
+// objects would be: the primary and its secondary do without them.
+func TestSquattedNamesUnused(t *testing.T) {
+	dir := testDir(t)
+	f := filesFor(t, dir)
+	sd, err := windows.SecurityDescriptorFromString("O:S-1-5-21-1-2-3-4242D:P(A;;GA;;;WD)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := &windows.SecurityAttributes{SecurityDescriptor: sd}
+	sa.Length = uint32(unsafe.Sizeof(*sa))
+	names := []string{".bell", ".serve"}
+	for i := range 64 {
+		names = append(names, fmt.Sprintf(".s%02d", i))
+	}
+	plant := func(name string, h windows.Handle, err error) {
+		t.Helper()
+		if h == 0 {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Cleanup(func() { windows.CloseHandle(h) })
+		if winapi.CheckOwner(h) == nil {
+			t.Fatalf("%s: the owner check takes the planted object for the user's", name)
+		}
+	}
+	for _, n := range names {
+		name, err := windows.UTF16PtrFromString(f.prefix + n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := windows.CreateEvent(sa, 0, 0, name)
+		plant(n, h, err)
+	}
+	name, err := windows.UTF16PtrFromString(f.prefix + ".shm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := windows.CreateFileMapping(windows.InvalidHandle, sa, windows.PAGE_READWRITE, 0, 1<<20, name)
+	plant(".shm", h, err)
+
+	servePrimary(t, dir, bellEvent)
+	s := startChild(t, childOpts{dir: dir, bell: bellEvent, args: []string{"squatted"}})
+	checkSecondary(t, s, s.next(30*time.Second))
 }

@@ -38,12 +38,22 @@ func errnoErr(e syscall.Errno) error {
 }
 
 var (
-	modkernel32 = windows.NewLazySystemDLL("kernel32.dll")
-	moduser32   = windows.NewLazySystemDLL("user32.dll")
+	modbcryptprimitives = windows.NewLazySystemDLL("bcryptprimitives.dll")
+	modkernel32         = windows.NewLazySystemDLL("kernel32.dll")
+	moduser32           = windows.NewLazySystemDLL("user32.dll")
 
+	procProcessPrng              = modbcryptprimitives.NewProc("ProcessPrng")
 	procOpenFileMappingW         = modkernel32.NewProc("OpenFileMappingW")
 	procAllowSetForegroundWindow = moduser32.NewProc("AllowSetForegroundWindow")
 )
+
+func ProcessPrng(buf *byte, size uintptr) (err error) {
+	r1, _, e1 := syscall.SyscallN(procProcessPrng.Addr(), uintptr(unsafe.Pointer(buf)), uintptr(size))
+	if uint32(r1) == 0 {
+		err = errnoErr(e1)
+	}
+	return
+}
 
 func OpenFileMapping(access uint32, inheritHandle bool, name *uint16) (handle windows.Handle, err error) {
 	var _p0 uint32
