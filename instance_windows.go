@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"unsafe"
 
 	"github.com/go-instance/instance/handoff"
@@ -95,10 +94,12 @@ func openFiles(c *config, appID string) (*files, error) {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
 	}
-	// The directory is in the name too: launches that find another lock
-	// file (another %LocalAppData% in their environment, say) must not
-	// share the region of a primary whose lock they do not see.
-	name := baseName(appID, c, scopeKey+"\x00dir "+strings.ToLower(dir))
+	// The directory is not in the name: the secret that ends the objects'
+	// names is the lock file's, which keeps launches that find another one
+	// (another %LocalAppData% in their environment, say) from the region
+	// of a primary whose lock they do not see, and brings together those
+	// that spell one directory otherwise (its short name, a link to it).
+	name := baseName(appID, c, scopeKey)
 	f.lockPath = filepath.Join(dir, name+".lock")
 	f.prefix = ns + name
 	return f, nil

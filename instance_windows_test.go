@@ -3,6 +3,9 @@ package instance
 import (
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -43,11 +46,45 @@ func TestObjectsFollowLockFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		objects, locks = append(objects, f.prefix), append(locks, f.lockPath)
+		lock, err := f.openLock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lock.Close()
+		if err := f.ensureSecret(); err != nil {
+			t.Fatal(err)
+		}
+		objects, locks = append(objects, f.object), append(locks, f.lockPath)
 	}
 	if locks[0] == locks[1] || objects[0] == objects[1] {
 		t.Errorf("lock files %q, objects %q: want both apart", locks, objects)
 	}
+}
+
+// One directory spelled two ways (here by its short name) holds one lock
+// file, so one set of objects: a launch that spells it otherwise reaches
+// the primary.
+func TestDirSpelledOtherwise(t *testing.T) {
+	dir := filepath.Join(testDir(t), "a directory with a long name")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	long, err := windows.UTF16PtrFromString(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]uint16, windows.MAX_PATH)
+	n, err := windows.GetShortPathName(long, &buf[0], uint32(len(buf)))
+	if n == 0 || int(n) > len(buf) {
+		t.Fatalf("GetShortPathName %s: %d, %v", dir, n, err)
+	}
+	short := windows.UTF16ToString(buf[:n])
+	if strings.EqualFold(short, dir) {
+		t.Fatalf("short name %s is the long one", short)
+	}
+	servePrimary(t, dir, bellEvent)
+	s := startChild(t, childOpts{dir: short, bell: bellEvent, args: []string{"short"}})
+	checkSecondary(t, s, s.next(30*time.Second))
 }
 
 // The lock, once taken, is reported held when asked again, as flock does:
