@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"unsafe"
 
 	"github.com/go-instance/instance/handoff"
@@ -114,7 +115,7 @@ func (f *files) confirmLock() (moved bool, err error) { return false, nil }
 // (symbolic link or junction), not inheritable, readable and writable (for
 // the secret) and shareable, so that every launch can open it.
 func (f *files) openLock() (ownerLock, error) {
-	path16, err := windows.UTF16PtrFromString(f.lockPath)
+	path16, err := windows.UTF16PtrFromString(extendedPath(f.lockPath))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
@@ -182,6 +183,24 @@ func (f *files) ensureSecret() error {
 		return fmt.Errorf("%s: secret not kept: %w", f.lockPath, err)
 	}
 	return nil
+}
+
+// extendedPath gives an absolute path the \\?\ prefix, without which
+// CreateFile refuses one of MAX_PATH (260) characters or more, unless the
+// program declares itself aware of long paths and the system allows them.
+// The prefix turns off the cleaning of the path, which filepath.Abs and
+// Join have done. Every path gets it, not only long ones, so that every
+// test runs it.
+func extendedPath(p string) string {
+	switch {
+	case strings.HasPrefix(p, `\\?\`), strings.HasPrefix(p, `\\.\`):
+		return p
+	case strings.HasPrefix(p, `\\`):
+		return `\\?\UNC\` + p[2:]
+	case len(p) >= 3 && p[1] == ':' && p[2] == '\\':
+		return `\\?\` + p
+	}
+	return p
 }
 
 // fileAttributeTagInfo is FILE_ATTRIBUTE_TAG_INFO.

@@ -151,3 +151,32 @@ func TestSquattedNamesUnused(t *testing.T) {
 	s := startChild(t, childOpts{dir: dir, bell: bellEvent, args: []string{"squatted"}})
 	checkSecondary(t, s, s.next(30*time.Second))
 }
+
+func TestExtendedPath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`C:\Users\u\AppData\Local\x.lock`, `\\?\C:\Users\u\AppData\Local\x.lock`},
+		{`\\server\share\d\x.lock`, `\\?\UNC\server\share\d\x.lock`},
+		{`\\?\C:\d\x.lock`, `\\?\C:\d\x.lock`},
+		{`\\.\pipe\x`, `\\.\pipe\x`},
+		{`d\x.lock`, `d\x.lock`},
+	} {
+		if got := extendedPath(tc.in); got != tc.want {
+			t.Errorf("extendedPath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// A directory whose path is longer than MAX_PATH works as any other (Wine
+// allows such paths without the prefix; Windows does not).
+func TestLongDir(t *testing.T) {
+	dir := testDir(t)
+	for len(dir) < 300 {
+		dir = filepath.Join(dir, strings.Repeat("d", 50))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	servePrimary(t, dir, bellEvent)
+	s := startChild(t, childOpts{dir: dir, bell: bellEvent, args: []string{"long"}})
+	checkSecondary(t, s, s.next(30*time.Second))
+}
