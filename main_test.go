@@ -120,10 +120,8 @@ func decodeArgs(b []byte) []string {
 
 func childMain() int {
 	stdin := bufio.NewReader(os.Stdin)
-	if b := os.Getenv(envBarrier); b != "" {
-		if b == "ready" {
-			fmt.Println("READY") // started, waiting for the start byte
-		}
+	if os.Getenv(envBarrier) != "" {
+		fmt.Println("READY") // started, waiting for the start byte
 		if _, err := stdin.ReadByte(); err != nil {
 			fmt.Println("ERROR other no start byte:", err)
 			return 0
@@ -228,8 +226,7 @@ type childOpts struct {
 	timeout time.Duration
 	serve   string
 	stall   int
-	barrier bool
-	ready   bool // barrier, after a READY line
+	ready   bool // wait for a start byte, after a READY line
 	workdir string
 	env     []string // added to the child's environment
 	spawn   bool
@@ -259,10 +256,7 @@ func spawnChild(t testing.TB, o childOpts) (*child, error) {
 		// The race detector otherwise sleeps a second at every exit.
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
 	)
-	switch {
-	case o.ready:
-		env = append(env, envBarrier+"=ready")
-	case o.barrier:
+	if o.ready {
 		env = append(env, envBarrier+"=1")
 	}
 	if o.spawn {
@@ -327,6 +321,58 @@ func spawnChild(t testing.TB, o childOpts) (*child, error) {
 		c.cmd.Wait()
 	})
 	return c, nil
+}
+
+// startAll starts a child for each of opts, held at the barrier after a
+// READY line, and returns them once each has printed it: the caller then
+// releases them together. Wine now and then fails a process in the Go
+// runtime's start, before any code of ours runs ("Failed to load
+// ws2_32.dll: DLL initialization failed"); such a child, gone before its
+// READY, is started again, as spawnChild retries a start that fails.
+func startAll(t *testing.T, opts []childOpts) []*child {
+	t.Helper()
+	kids := make([]*child, len(opts))
+	for i, o := range opts {
+		o.ready = true
+		kids[i] = startChild(t, o)
+	}
+	for i, o := range opts {
+		o.ready = true
+		for try := 1; ; try++ {
+			l := kids[i].next(60 * time.Second)
+			if l == "READY" {
+				break
+			}
+			if l != "EOF" || try == 3 {
+				t.Fatalf("child %d: %q, want READY", kids[i].cmd.Process.Pid, l)
+			}
+			kids[i].cmd.Wait()
+			t.Logf("child %d ended before it ran (%v): started again", kids[i].cmd.Process.Pid, kids[i].cmd.ProcessState)
+			kids[i] = startChild(t, o)
+		}
+	}
+	return kids
+}
+
+// spawnReady is startAll for one child, for goroutines other than the
+// test's: it returns the child at the barrier, after its READY.
+func spawnReady(t testing.TB, o childOpts) (*child, error) {
+	o.ready = true
+	for try := 1; ; try++ {
+		c, err := spawnChild(t, o)
+		if err != nil {
+			return nil, err
+		}
+		l, ok := <-c.lines
+		if ok && l == "READY" {
+			return c, nil
+		}
+		if ok || try == 3 {
+			return nil, fmt.Errorf("child %d: %q, want READY", c.cmd.Process.Pid, l)
+		}
+		c.cmd.Wait()
+		t.Logf("child %d ended before it ran (%v): started again", c.cmd.Process.Pid, c.cmd.ProcessState)
+	}
 }
 
 // next returns the child's next line, or "EOF" when it has exited.

@@ -94,11 +94,12 @@ func TestTortureStorm(t *testing.T) {
 		if dirs[bell] == "" {
 			dirs[bell] = testDir(t)
 		}
-		kids := make([]*child, procs)
-		for i := range kids {
+		opts := make([]childOpts, procs)
+		for i := range opts {
 			args := []string{fmt.Sprintf("round-%d", round), fmt.Sprintf("child-%d", i), "\xff\xfe", ""}
-			kids[i] = startChild(t, childOpts{dir: dirs[bell], bell: bell, args: args, barrier: true})
+			opts[i] = childOpts{dir: dirs[bell], bell: bell, args: args}
 		}
+		kids := startAll(t, opts)
 		for _, c := range kids {
 			c.stdin.Write([]byte{1})
 		}
@@ -173,20 +174,21 @@ func TestTortureChaos(t *testing.T) {
 		events := make(chan event, 4*procs)
 		outcome := map[*child]string{}
 		killed := map[*child]bool{}
-		launch := func(barrier bool) *child {
+		opt := func() childOpts {
 			launches++
-			args := []string{"chaos", strconv.Itoa(launches)}
-			c := startChild(t, childOpts{dir: dir, bell: bell, args: args, barrier: barrier, timeout: 10 * time.Second, serve: "quiet"})
+			return childOpts{dir: dir, bell: bell, args: []string{"chaos", strconv.Itoa(launches)}, timeout: 10 * time.Second, serve: "quiet"}
+		}
+		launch := func(c *child) {
 			outcome[c] = ""
 			watch(c, events)
-			return c
-		}
-		kids := make([]*child, procs)
-		for i := range kids {
-			kids[i] = launch(true)
-		}
-		for _, c := range kids {
 			c.stdin.Write([]byte{1})
+		}
+		opts := make([]childOpts, procs)
+		for i := range opts {
+			opts[i] = opt()
+		}
+		for _, c := range startAll(t, opts) {
+			launch(c)
 		}
 		left := min(perRound, kills-done)
 		var survivor *child
@@ -225,7 +227,7 @@ func TestTortureChaos(t *testing.T) {
 				time.Sleep(time.Duration(rand.N(3000)) * time.Microsecond)
 				killedAt = time.Now()
 				c.cmd.Process.Kill()
-				launch(false) // so that there is a next launch to take over
+				launch(startAll(t, []childOpts{opt()})[0]) // so that there is a next launch to take over
 			case strings.HasPrefix(l, "SECONDARY "):
 				checkSecondary(t, c, l)
 				answered++
@@ -304,14 +306,10 @@ func TestTortureSecondaryKilled(t *testing.T) {
 			for i := started.Add(1); i <= int64(kills); i = started.Add(1) {
 				// Up to 40 chunks of the region's 16 KiB slots.
 				n := rand.N(640 << 10)
-				c, err := spawnChild(t, childOpts{dir: dir, bell: defaultBell, ready: true,
+				c, err := spawnReady(t, childOpts{dir: dir, bell: defaultBell,
 					args: []string{"victim-" + strconv.FormatInt(i, 10), strconv.Itoa(n)}, data: n})
 				if err != nil {
-					errs <- err
-					return
-				}
-				if l, ok := <-c.lines; !ok || l != "READY" {
-					errs <- fmt.Errorf("victim %d: %q, want READY", i, l)
+					errs <- fmt.Errorf("victim %d: %w", i, err)
 					return
 				}
 				c.stdin.Write([]byte{1})
@@ -354,11 +352,12 @@ func TestTortureHandover(t *testing.T) {
 		if l := old.next(20 * time.Second); l != "PRIMARY" {
 			t.Fatalf("round %d: %q, want PRIMARY", round, l)
 		}
-		kids := make([]*child, procs)
-		for i := range kids {
-			kids[i] = startChild(t, childOpts{dir: dir, bell: bell, barrier: true, timeout: 10 * time.Second,
-				args: []string{"handover", strconv.Itoa(round), strconv.Itoa(i)}})
+		opts := make([]childOpts, procs)
+		for i := range opts {
+			opts[i] = childOpts{dir: dir, bell: bell, timeout: 10 * time.Second,
+				args: []string{"handover", strconv.Itoa(round), strconv.Itoa(i)}}
 		}
+		kids := startAll(t, opts)
 		launches += procs
 		for _, c := range kids {
 			c.stdin.Write([]byte{1})
