@@ -66,7 +66,8 @@
 // events (one of them for an idle [Instance.Serve], which a secondary
 // wakes directly), named Local\go-instance-… with a hash of the user's SID and
 // session and a secret that the lock file keeps, which other users cannot
-// read (Global\ for machine scope, which needs SeCreateGlobalPrivilege),
+// read, so cannot make the objects first (Global\ for machine scope, which
+// needs SeCreateGlobalPrivilege, without a secret),
 // and given a DACL for the current user alone (for everyone in machine
 // scope, whose objects any local user may use). ScopeUser is per session:
 // Local\ objects cannot span sessions. Before ringing, a secondary calls

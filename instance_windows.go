@@ -26,22 +26,26 @@ var defaultBell = bellEvent
 // named kernel objects <object>.shm (the region, backed by the page file),
 // <object>.bell, <object>.serve and <object>.sNN (auto-reset events).
 //
-// An object's name ends with a secret that the lock file keeps, 16 random
-// bytes that the first primary writes: another user in the session, who
-// may make objects under any name in Local\, cannot read the file (its
-// DACL is the user's, and so is its directory), so cannot know the names
-// to make them first (squat them) and keep the user's launches from their
-// primary. In a directory of WithDir's that others may write, another user
-// who made the lock file first can do that, as on Unix, but still not read
-// or inject messages: the objects are the user's (see CheckOwner). Machine
-// scope has a secret too, which every user may read, as every user may
-// use its objects.
+// Outside machine scope, an object's name ends with a secret that the lock
+// file keeps, 16 random bytes that a primary writes: another user in the
+// session, who may make objects under any name in Local\, cannot read the
+// file (its DACL is the user's, and so is its directory), so cannot know
+// the names to make them first (squat them) and keep the user's launches
+// from their primary. Names can be listed while their objects exist, so a
+// primary makes all of them at its start and holds them to its end, and a
+// new primary that finds one made by another user writes a new secret. In
+// a directory of WithDir's that others may write, another user who made
+// the lock file first can keep the user's launches from a primary, as on
+// Unix, but still not read or inject messages: the objects are the user's
+// (see CheckOwner). Machine scope, whose objects every user may use, has
+// no secret.
 type files struct {
 	lockPath string
 	prefix   string      // Local\ or Global\ name, without the secret
 	object   string      // prefix and secret, once readSecret has read it
 	shared   bool        // machine scope: objects open to every user
 	perm     fs.FileMode // 0o600, or 0o666 when shared
+	slots    int         // the region's, for the names to hold
 	lock     *fileLock   // set by openLock
 }
 
@@ -59,7 +63,7 @@ func openFiles(c *config, appID string) (*files, error) {
 	if err := windows.ProcessIdToSessionId(windows.GetCurrentProcessId(), &session); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, os.NewSyscallError("ProcessIdToSessionId", err))
 	}
-	f := &files{perm: 0o600}
+	f := &files{perm: 0o600, slots: c.layout.Slots}
 	// Local\ objects live in the session's namespace, so that the user's
 	// SID in the name keeps "run as another user" on the same desktop
 	// apart. They cannot span sessions without SeCreateGlobalPrivilege,
@@ -103,6 +107,9 @@ func openFiles(c *config, appID string) (*files, error) {
 	name := baseName(appID, c, scopeKey)
 	f.lockPath = filepath.Join(dir, name+".lock")
 	f.prefix = ns + name
+	if f.shared {
+		f.object = f.prefix
+	}
 	return f, nil
 }
 
@@ -112,8 +119,9 @@ func openFiles(c *config, appID string) (*files, error) {
 func (f *files) confirmLock() (moved bool, err error) { return false, nil }
 
 // openLock opens the lock file without following a reparse point
-// (symbolic link or junction), not inheritable, readable and writable (for
-// the secret) and shareable, so that every launch can open it.
+// (symbolic link or junction), not inheritable, readable (LockFileEx and
+// the secret need no more) and shareable, so that every launch can open
+// it.
 func (f *files) openLock() (ownerLock, error) {
 	path16, err := windows.UTF16PtrFromString(extendedPath(f.lockPath))
 	if err != nil {
@@ -123,14 +131,13 @@ func (f *files) openLock() (ownerLock, error) {
 	const flags = windows.FILE_ATTRIBUTE_NORMAL | windows.FILE_FLAG_OPEN_REPARSE_POINT
 	// Usually the file exists: its DACL, which only a file made now gets,
 	// need not be built.
-	const access = windows.GENERIC_READ | windows.GENERIC_WRITE
-	h, err := windows.CreateFile(path16, access, share, nil, windows.OPEN_EXISTING, flags, 0)
+	h, err := windows.CreateFile(path16, windows.GENERIC_READ, share, nil, windows.OPEN_EXISTING, flags, 0)
 	if errors.Is(err, windows.ERROR_FILE_NOT_FOUND) {
 		var sa *windows.SecurityAttributes
 		if sa, err = winapi.SecurityAttributes(f.shared); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
 		}
-		h, err = windows.CreateFile(path16, access, share, sa, windows.OPEN_ALWAYS, flags, 0)
+		h, err = windows.CreateFile(path16, windows.GENERIC_READ, share, sa, windows.OPEN_ALWAYS, flags, 0)
 	}
 	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "open", Path: f.lockPath, Err: err})
@@ -167,16 +174,14 @@ func (f *files) readSecret() (bool, error) {
 }
 
 // ensureSecret, for a primary, reads the lock file's secret, or writes
-// one if it has none.
-func (f *files) ensureSecret() error {
-	if ok, err := f.readSecret(); ok || err != nil {
-		return err
+// one if it has none or fresh is set.
+func (f *files) ensureSecret(fresh bool) error {
+	if !fresh {
+		if ok, err := f.readSecret(); ok || err != nil {
+			return err
+		}
 	}
-	var b [secretLen]byte
-	if err := winapi.ProcessPrng(&b[0], uintptr(len(b))); err != nil {
-		return os.NewSyscallError("ProcessPrng", err)
-	}
-	if _, err := f.lock.f.WriteAt(b[:], secretAt); err != nil {
+	if err := f.writeSecret(); err != nil {
 		return err
 	}
 	if ok, err := f.readSecret(); !ok || err != nil {
@@ -185,15 +190,53 @@ func (f *files) ensureSecret() error {
 	return nil
 }
 
-// extendedPath gives an absolute path the \\?\ prefix, without which
+// writeSecret writes a new secret through a handle of its own: the
+// launches' is read-only, so that a lock file they may only read still
+// serves them. It writes only into the file it holds locked, and of one
+// link: not through a name replaced since, nor into a file of the user's
+// that another one linked here.
+func (f *files) writeSecret() error {
+	var b [secretLen]byte
+	if err := winapi.ProcessPrng(&b[0], uintptr(len(b))); err != nil {
+		return os.NewSyscallError("ProcessPrng", err)
+	}
+	path16, err := windows.UTF16PtrFromString(extendedPath(f.lockPath))
+	if err != nil {
+		return err
+	}
+	h, err := windows.CreateFile(path16, windows.GENERIC_WRITE, windows.FILE_SHARE_READ|windows.FILE_SHARE_WRITE, nil,
+		windows.OPEN_EXISTING, windows.FILE_ATTRIBUTE_NORMAL|windows.FILE_FLAG_OPEN_REPARSE_POINT, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: f.lockPath, Err: err}
+	}
+	w := os.NewFile(uintptr(h), f.lockPath)
+	defer w.Close()
+	var held, opened windows.ByHandleFileInformation
+	if err := windows.GetFileInformationByHandle(windows.Handle(f.lock.f.Fd()), &held); err != nil {
+		return &fs.PathError{Op: "stat", Path: f.lockPath, Err: err}
+	}
+	if err := windows.GetFileInformationByHandle(h, &opened); err != nil {
+		return &fs.PathError{Op: "stat", Path: f.lockPath, Err: err}
+	}
+	switch {
+	case opened.VolumeSerialNumber != held.VolumeSerialNumber || opened.FileIndexHigh != held.FileIndexHigh || opened.FileIndexLow != held.FileIndexLow:
+		return &fs.PathError{Op: "open", Path: f.lockPath, Err: errors.New("replaced since it was locked")}
+	case opened.NumberOfLinks != 1:
+		return &fs.PathError{Op: "open", Path: f.lockPath, Err: fmt.Errorf("has %d hard links", opened.NumberOfLinks)}
+	}
+	_, err = w.WriteAt(b[:], secretAt)
+	return err
+}
+
+// extendedPath gives a long absolute path the \\?\ prefix, without which
 // CreateFile refuses one of MAX_PATH (260) characters or more, unless the
 // program declares itself aware of long paths and the system allows them.
-// The prefix turns off the cleaning of the path, which filepath.Abs and
-// Join have done. Every path gets it, not only long ones, so that every
-// test runs it.
+// The prefix also turns off the cleaning of the path (of a trailing dot or
+// space in a name, say), so shorter paths go without it, as in package os.
 func extendedPath(p string) string {
+	const short = 248 // a directory's limit, which os keeps to as well
 	switch {
-	case strings.HasPrefix(p, `\\?\`), strings.HasPrefix(p, `\\.\`):
+	case len(p) < short, strings.HasPrefix(p, `\\?\`), strings.HasPrefix(p, `\\.\`):
 		return p
 	case strings.HasPrefix(p, `\\`):
 		return `\\?\UNC\` + p[2:]
@@ -231,21 +274,90 @@ func (l *fileLock) Unlock() error {
 func (l *fileLock) Close() error { return l.f.Close() }
 
 // createRegion creates (or opens, left over from a primary whose
-// secondaries still hold it) the named mapping for a new primary.
+// secondaries still hold it) the named mapping for a new primary, and
+// makes its events.
 func (f *files) createRegion(size int) (mapping, error) {
-	if err := f.ensureSecret(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+	for fresh := false; ; fresh = true {
+		if !f.shared {
+			if err := f.ensureSecret(fresh); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+			}
+		}
+		m, err := f.createObjects(size)
+		if errors.Is(err, winapi.ErrNotOwner) && !fresh {
+			// Another user saw the names (they can be listed) and made
+			// one of them once they were gone: take new ones.
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		return m, nil
+	}
+}
+
+// createObjects makes the primary's objects: outside machine scope every
+// event too, held until the region is closed, so that no other user can
+// make one of them first.
+func (f *files) createObjects(size int) (mapping, error) {
+	m := &heldMapping{}
+	if !f.shared {
+		sa, err := winapi.SecurityAttributes(false)
+		if err != nil {
+			return nil, err
+		}
+		names := []string{f.object + ".bell", f.object + ".serve"}
+		for i := range f.slots {
+			names = append(names, fmt.Sprintf("%s.s%02d", f.object, i))
+		}
+		for _, name := range names {
+			name16, err := windows.UTF16PtrFromString(name)
+			if err != nil {
+				m.Close()
+				return nil, err
+			}
+			h, err := windows.CreateEvent(sa, 0, 0, name16)
+			if h == 0 {
+				m.Close()
+				return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+			}
+			m.held = append(m.held, h)
+			if errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
+				if err := winapi.CheckOwner(h); err != nil {
+					m.Close()
+					return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+				}
+			}
+		}
 	}
 	name := f.object + ".shm"
 	r, err := shm.OpenMapping(name, size, f.perm, true)
 	if errors.Is(err, windows.ERROR_ACCESS_DENIED) && f.shared {
-		return nil, fmt.Errorf("%w: creating %s needs SeCreateGlobalPrivilege (an elevated or service process); use another scope: %w",
-			ErrLockUnavailable, name, err)
+		return nil, fmt.Errorf("creating %s needs SeCreateGlobalPrivilege (an elevated or service process); use another scope: %w", name, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		m.Close()
+		return nil, err
 	}
-	return r, nil
+	m.Region = r
+	return m, nil
+}
+
+// heldMapping is a primary's region, and the events it made at its start.
+type heldMapping struct {
+	*shm.Region
+	held []windows.Handle
+}
+
+func (m *heldMapping) Close() error {
+	var err error
+	if m.Region != nil {
+		err = m.Region.Close()
+	}
+	for _, h := range m.held {
+		windows.CloseHandle(h)
+	}
+	return err
 }
 
 // restoreRegion has nothing to do: nobody can resize a page-file mapping.
@@ -253,12 +365,14 @@ func (f *files) restoreRegion(int) {}
 
 // openRegion maps the primary's region for a secondary.
 func (f *files) openRegion(size int) (mapping, error) {
-	ok, err := f.readSecret()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
-	}
-	if !ok {
-		return nil, fmt.Errorf("%w: %s has no secret yet", handoff.ErrNotReady, f.lockPath)
+	if !f.shared {
+		ok, err := f.readSecret()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %s has no secret yet", handoff.ErrNotReady, f.lockPath)
+		}
 	}
 	r, err := shm.OpenMapping(f.object+".shm", size, f.perm, false)
 	if errors.Is(err, fs.ErrNotExist) {

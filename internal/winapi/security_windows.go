@@ -1,6 +1,7 @@
 package winapi
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -86,5 +87,8 @@ func CheckOwner(h windows.Handle) error {
 	if owner.Equals(sid) || owner.Equals(def) {
 		return nil
 	}
-	return fmt.Errorf("owned by %s, not by this user", owner)
+	return fmt.Errorf("owned by %s: %w", owner, ErrNotOwner)
 }
+
+// ErrNotOwner is CheckOwner's error for an object of another user's.
+var ErrNotOwner = errors.New("not this user's")
