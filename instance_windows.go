@@ -113,10 +113,27 @@ func openFiles(c *config, appID string) (*files, error) {
 	return f, nil
 }
 
-// confirmLock has nothing to confirm: the directory is not guessed (it is
-// the profile's, or WithDir's), and the lock file cannot be removed while
-// it is open (see the Unix files).
-func (f *files) confirmLock() (moved bool, err error) { return false, nil }
+// confirmLock, for a launch that took the lock, refuses a lock file that
+// is a symbolic link or junction, or a directory: the primary would write
+// its secret there. A secondary need not ask (it costs Wine a call to its
+// server, as much as the read of the secret): a primary has asked, and a
+// file that someone else holds locked, link or not, gets the secondary no
+// further than another user's lock file would (see files). Nothing more
+// to confirm: the directory is not guessed (it is the profile's, or
+// WithDir's), and the lock file cannot be removed while it is open (see
+// the Unix files).
+func (f *files) confirmLock() (moved bool, err error) {
+	var info fileAttributeTagInfo
+	if err := windows.GetFileInformationByHandleEx(windows.Handle(f.lock.f.Fd()), windows.FileAttributeTagInfo,
+		(*byte)(unsafe.Pointer(&info)), uint32(unsafe.Sizeof(info))); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "stat", Path: f.lockPath, Err: err})
+	}
+	if info.FileAttributes&(windows.FILE_ATTRIBUTE_REPARSE_POINT|windows.FILE_ATTRIBUTE_DIRECTORY) != 0 {
+		return false, fmt.Errorf("%w: %w", ErrLockUnavailable,
+			&fs.PathError{Op: "open", Path: f.lockPath, Err: errors.New("is a symbolic link, junction or directory")})
+	}
+	return false, nil
+}
 
 // openLock opens the lock file without following a reparse point
 // (symbolic link or junction), not inheritable, readable (LockFileEx and
@@ -141,18 +158,6 @@ func (f *files) openLock() (ownerLock, error) {
 	}
 	if err != nil && !errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
 		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "open", Path: f.lockPath, Err: err})
-	}
-	// Its attributes alone: GetFileInformationByHandle also asks for the
-	// volume's serial number, which costs Wine half a millisecond.
-	var info fileAttributeTagInfo
-	if err := windows.GetFileInformationByHandleEx(h, windows.FileAttributeTagInfo, (*byte)(unsafe.Pointer(&info)), uint32(unsafe.Sizeof(info))); err != nil {
-		windows.CloseHandle(h)
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable, &fs.PathError{Op: "stat", Path: f.lockPath, Err: err})
-	}
-	if info.FileAttributes&(windows.FILE_ATTRIBUTE_REPARSE_POINT|windows.FILE_ATTRIBUTE_DIRECTORY) != 0 {
-		windows.CloseHandle(h)
-		return nil, fmt.Errorf("%w: %w", ErrLockUnavailable,
-			&fs.PathError{Op: "open", Path: f.lockPath, Err: errors.New("is a symbolic link, junction or directory")})
 	}
 	f.lock = &fileLock{f: os.NewFile(uintptr(h), f.lockPath)}
 	return f.lock, nil
@@ -246,7 +251,9 @@ func extendedPath(p string) string {
 	return p
 }
 
-// fileAttributeTagInfo is FILE_ATTRIBUTE_TAG_INFO.
+// fileAttributeTagInfo is FILE_ATTRIBUTE_TAG_INFO: a file's attributes
+// alone (GetFileInformationByHandle also asks for the volume's serial
+// number, which costs Wine half a millisecond).
 type fileAttributeTagInfo struct{ FileAttributes, ReparseTag uint32 }
 
 // fileLock is LockFileEx on the lock file; closing the file releases it.
@@ -284,9 +291,11 @@ func (f *files) createRegion(size int) (mapping, error) {
 			}
 		}
 		m, err := f.createObjects(size)
-		if errors.Is(err, winapi.ErrNotOwner) && !fresh {
-			// Another user saw the names (they can be listed) and made
-			// one of them once they were gone: take new ones.
+		// Another user saw the names (they can be listed) and made one of
+		// them once they were gone, with a DACL that lets us in or not
+		// (ours always does): take new ones.
+		squatted := errors.Is(err, winapi.ErrNotOwner) || !f.shared && errors.Is(err, windows.ERROR_ACCESS_DENIED)
+		if squatted && !fresh {
 			continue
 		}
 		if err != nil {
