@@ -441,18 +441,27 @@ func TestPayload(t *testing.T) {
 // Machine scope: one primary for every user, in the shared namespace
 // (Windows: Global\ objects; Unix: /tmp).
 func TestMachineScope(t *testing.T) {
-	const key = "machine-scope-test" // fixed: the lock file stays, by design
-	inst, err := Acquire(testAppID, WithScope(ScopeMachine), WithKey(key), WithArgs(nil))
+	serveMachine(t)
+	s := startChild(t, childOpts{scope: "machine", key: machineKey, args: []string{"to the machine"}})
+	checkSecondary(t, s, s.next(20*time.Second))
+}
+
+const machineKey = "machine-scope-test" // fixed: the lock file stays, by design
+
+// serveMachine makes the test process the serving primary of machineKey
+// in machine scope, released at the end of the test.
+func serveMachine(t *testing.T) *Instance {
+	t.Helper()
+	inst, err := Acquire(testAppID, WithScope(ScopeMachine), WithKey(machineKey), WithArgs(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inst.Release()
+	t.Cleanup(func() { inst.Release() })
 	if !inst.IsPrimary() {
 		t.Fatal("not the primary")
 	}
 	go inst.Serve(context.Background(), func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
-	s := startChild(t, childOpts{scope: "machine", key: key, args: []string{"to the machine"}})
-	checkSecondary(t, s, s.next(20*time.Second))
+	return inst
 }
 
 // Serve called from two goroutines handles two messages at once: a slow

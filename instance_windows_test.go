@@ -1,7 +1,6 @@
 package instance
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -260,16 +259,7 @@ func TestSquattedSecretReplaced(t *testing.T) {
 // have no secret there, which one of them could change under a running
 // primary and so keep every launch from it.
 func TestMachineScopeNoSecret(t *testing.T) {
-	const key = "machine-scope-test" // fixed: the lock file stays, by design
-	inst, err := Acquire(testAppID, WithScope(ScopeMachine), WithKey(key), WithArgs(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer inst.Release()
-	if !inst.IsPrimary() {
-		t.Fatal("not the primary")
-	}
-	go inst.Serve(context.Background(), func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+	inst := serveMachine(t)
 	w, err := os.OpenFile(inst.files.lockPath, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +269,7 @@ func TestMachineScopeNoSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startChild(t, childOpts{scope: "machine", key: key, args: []string{"to the machine"}, timeout: 5 * time.Second})
+	s := startChild(t, childOpts{scope: "machine", key: machineKey, args: []string{"to the machine"}, timeout: 5 * time.Second})
 	checkSecondary(t, s, s.next(20*time.Second))
 }
 
