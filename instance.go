@@ -189,7 +189,10 @@ type mapping interface {
 }
 
 // errBecamePrimary: a secondary found the primary gone and took the lock.
-var errBecamePrimary = errors.New("instance: became primary")
+// Its slot is left as it is (see handoff.ErrPrimaryGone): it will reset
+// the region, and must not wait, holding the lock, for a reply that the
+// dead primary was writing.
+var errBecamePrimary = fmt.Errorf("instance: became primary: %w", handoff.ErrPrimaryGone)
 
 // ownerLock is the lock that makes a primary; the kernel drops it when its
 // holder exits.

@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"sync/atomic"
@@ -212,7 +213,7 @@ func (s *Sender) Send(msg []byte, deadline time.Time) ([]byte, error) {
 		return nil, err
 	}
 	reply, err := s.exchange(c, bell, msg, deadline)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrPrimaryGone) {
 		s.abandon(c)
 	}
 	return reply, err
@@ -450,18 +451,30 @@ func (s *Sender) claim(deadline time.Time) (claim, error) {
 	}
 }
 
+// abandonWait bounds how long abandon waits for a primary to finish
+// writing into the slot.
+const abandonWait = 100 * time.Millisecond
+
+// testHookAbandonWaits, if set, is called each time abandon waits.
+var testHookAbandonWaits func()
+
 // abandon frees a slot this sender holds, after a failure, revoked ones
 // included. A slot the primary is writing into is left until it has
-// finished (a bounded copy).
+// finished (a bounded copy), for abandonWait at most: the bound is a time,
+// not a count of sleeps, each of which may last a millisecond, not the
+// tenth asked for.
 func (s *Sender) abandon(c claim) {
 	state := s.Region.slotState(c.i)
-	for tries := 0; tries < 1000; tries++ {
+	for end := time.Now().Add(abandonWait); time.Now().Before(end); {
 		v := atomic.LoadUint64(state)
 		st, ok := c.owns(v)
 		if !ok {
 			return
 		}
 		if st == stReplying {
+			if testHookAbandonWaits != nil {
+				testHookAbandonWaits()
+			}
 			time.Sleep(100 * time.Microsecond)
 			continue
 		}

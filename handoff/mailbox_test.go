@@ -1757,3 +1757,56 @@ func BenchmarkChunkCRC(b *testing.B) {
 		})
 	}
 }
+
+// A sender whose Check says that the primary is gone (its caller took the
+// lock, and will reset the region) leaves its slot as it is, even one that
+// the dead primary was replying into, rather than wait for a reply that
+// nobody will finish while its caller holds the lock. Not parallel: it
+// sets a hook of the package's.
+func TestSenderLeavesSlotOfGonePrimary(t *testing.T) {
+	h := newHarness(t, small, 1<<16, alive)
+	h.respond = func(Incoming) ([]byte, bool) { return nil, false } // hold it
+	var waits atomic.Int32
+	testHookAbandonWaits = func() { waits.Add(1) }
+	t.Cleanup(func() { testHookAbandonWaits = nil })
+	var gone atomic.Bool
+	s := h.sender(1001)
+	s.Check = func() error {
+		if gone.Load() {
+			return fmt.Errorf("took the lock: %w", ErrPrimaryGone)
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Send([]byte("to a primary about to die"), time.Now().Add(testDeadline))
+		done <- err
+	}()
+	eventually(t, "the message", func() bool {
+		h.poll()
+		return len(h.held) == 1
+	})
+	// The primary dies as it starts to write the reply.
+	in := h.held[0]
+	state := h.r.slotState(in.Slot)
+	v := atomic.LoadUint64(state)
+	pid, seq, _ := parts(v)
+	if !atomic.CompareAndSwapUint64(state, v, mk(pid, seq, stReplying)) {
+		t.Fatal("the slot moved")
+	}
+	gone.Store(true)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrPrimaryGone) {
+			t.Errorf("Send: %v, want ErrPrimaryGone", err)
+		}
+	case <-time.After(2 * testDeadline):
+		t.Fatal("Send did not return")
+	}
+	if n := waits.Load(); n != 0 {
+		t.Errorf("the sender waited %d times for the dead primary's reply", n)
+	}
+	if got := atomic.LoadUint64(state); got != mk(pid, seq, stReplying) {
+		t.Errorf("slot state %#x, want it left at %#x", got, mk(pid, seq, stReplying))
+	}
+}

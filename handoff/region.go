@@ -97,6 +97,11 @@ var (
 	ErrTooLarge = errors.New("handoff: message too large")
 	// ErrMalformed: bytes that do not decode.
 	ErrMalformed = errors.New("handoff: malformed message")
+	// ErrPrimaryGone, from a Sender's Check (wrapped), says that the
+	// primary is gone and that the caller takes its place, and so will
+	// reset the region: the sender leaves its slot as it is, rather than
+	// wait for a reply in progress that nobody will finish.
+	ErrPrimaryGone = errors.New("handoff: primary gone")
 )
 
 // Layout is the geometry of a region: how many messages can be in flight at
