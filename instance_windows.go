@@ -313,32 +313,17 @@ func (f *files) createRegion(size int) (mapping, error) {
 func (f *files) createObjects(size int) (mapping, error) {
 	m := &heldMapping{}
 	if !f.shared {
-		sa, err := winapi.SecurityAttributes(false)
-		if err != nil {
-			return nil, err
-		}
 		names := []string{f.object + ".bell", f.object + ".serve"}
 		for i := range f.slots {
 			names = append(names, fmt.Sprintf("%s.s%02d", f.object, i))
 		}
 		for _, name := range names {
-			name16, err := windows.UTF16PtrFromString(name)
+			h, err := winapi.CreateEvent(name, false)
 			if err != nil {
 				m.Close()
 				return nil, err
 			}
-			h, err := windows.CreateEvent(sa, 0, 0, name16)
-			if h == 0 {
-				m.Close()
-				return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
-			}
 			m.held = append(m.held, h)
-			if errors.Is(err, windows.ERROR_ALREADY_EXISTS) {
-				if err := winapi.CheckOwner(h); err != nil {
-					m.Close()
-					return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
-				}
-			}
 		}
 	}
 	name := f.object + ".shm"

@@ -32,23 +32,9 @@ func openEventBell(word *uint32, name string, perm fs.FileMode, wait bool) (Door
 	if !wait {
 		return b, nil
 	}
-	name16, err := windows.UTF16PtrFromString(name)
+	h, err := winapi.CreateEvent(name, perm&0o077 != 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
-	}
-	sa, err := winapi.SecurityAttributes(perm&0o077 != 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
-	}
-	h, err := windows.CreateEvent(sa, 0, 0, name16)
-	if h == 0 {
-		return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
-	}
-	if errors.Is(err, windows.ERROR_ALREADY_EXISTS) && perm&0o077 == 0 {
-		if err := winapi.CheckOwner(h); err != nil {
-			windows.CloseHandle(h)
-			return nil, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
-		}
+		return nil, err
 	}
 	b.h = h
 	return b, nil

@@ -92,3 +92,28 @@ func CheckOwner(h windows.Handle) error {
 
 // ErrNotOwner is CheckOwner's error for an object of another user's.
 var ErrNotOwner = errors.New("not this user's")
+
+// CreateEvent makes the named auto-reset event, with SecurityAttributes, or
+// opens it if it exists, when it must be the user's unless shared (see
+// CheckOwner). Its errors name the event.
+func CreateEvent(name string, shared bool) (windows.Handle, error) {
+	name16, err := windows.UTF16PtrFromString(name)
+	if err != nil {
+		return 0, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+	}
+	sa, err := SecurityAttributes(shared)
+	if err != nil {
+		return 0, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+	}
+	h, err := windows.CreateEvent(sa, 0, 0, name16)
+	if h == 0 {
+		return 0, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+	}
+	if errors.Is(err, windows.ERROR_ALREADY_EXISTS) && !shared {
+		if err := CheckOwner(h); err != nil {
+			windows.CloseHandle(h)
+			return 0, &os.PathError{Op: "CreateEvent", Path: name, Err: err}
+		}
+	}
+	return h, nil
+}
