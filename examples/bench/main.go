@@ -16,7 +16,8 @@
 //	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
 //	                         (a secondary's Acquire and Release; a socket's whole exchange)
 //	(table) goroutines       the same from -senders goroutines of this process
-//	idle_primary_cpu_ms_10s  CPU time an idle primary uses in -idle (10 s; the name stays)
+//	idle_primary_cpu_ms_10s  CPU time an idle primary uses in 10 s (watched for -idle, and
+//	                         scaled to 10 s when that is another time)
 //	(table) system calls     per Acquire of a secondary, and per socket exchange,
 //	                         counted with strace where it is installed (Linux)
 //	portable_*               the latency lines again with the FIFO doorbell (the
@@ -40,6 +41,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -47,9 +49,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-instance/instance"
+	"github.com/go-instance/instance/internal/baseline"
 	"github.com/go-instance/instance/internal/tuning"
 )
 
@@ -72,10 +76,30 @@ func main() {
 	idle := flag.Duration("idle", 10*time.Second, "how long the idle primary is watched")
 	gap := flag.Duration("gap", time.Millisecond, "the pause before each sample of the latency after idling")
 	flag.Parse()
+	switch {
+	case flag.NArg() > 0:
+		usage("unexpected argument %q", flag.Arg(0))
+	case *duration <= 0:
+		usage("-duration %v: want more than 0", *duration)
+	case *senders < 1:
+		usage("-senders %d: want at least 1", *senders)
+	case *launches < 1:
+		usage("-launches %d: want at least 1", *launches)
+	case *idle <= 0:
+		usage("-idle %v: want more than 0", *idle)
+	case *gap < 0:
+		usage("-gap %v: want 0 or more", *gap)
+	}
 	if err := run(*duration, *senders, *launches, *idle, *gap); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+func usage(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+	flag.Usage()
+	os.Exit(2)
 }
 
 // child runs one of the other processes, chosen by BENCH_ROLE.
@@ -100,14 +124,14 @@ func child(role string) error {
 			return errors.New("a primary is already running")
 		}
 		defer inst.Release()
+		if role == "idle" {
+			return idleCPU(inst)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
 			io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
 			cancel()
 		}()
-		if role == "idle" {
-			return idleCPU(ctx, inst)
-		}
 		fmt.Println("ready")
 		inst.Serve(ctx, func(m *instance.Message) instance.Reply { return instance.Reply{Data: []byte{1}} })
 		return nil
@@ -116,7 +140,7 @@ func child(role string) error {
 		// count.
 		op := func() error { return handoff() }
 		if role == "sender-socket" {
-			op = func() error { return dialSocket(dir) }
+			op = func() error { return baseline.Exchange(dir) }
 		}
 		fmt.Println("ready")
 		var end int64
@@ -143,7 +167,7 @@ func child(role string) error {
 		}
 		for range n {
 			if role == "count-socket" {
-				err = dialSocket(dir)
+				err = baseline.Exchange(dir)
 			} else {
 				_, err = acquire()
 			}
@@ -153,7 +177,7 @@ func child(role string) error {
 		}
 		return nil
 	case "server":
-		ln, err := listenBaseline(dir)
+		ln, err := baseline.Listen(dir)
 		if err != nil {
 			return err
 		}
@@ -162,25 +186,19 @@ func child(role string) error {
 			ln.Close()
 		}()
 		fmt.Println("ready")
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return nil
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 200)
-				if _, err := io.ReadFull(c, buf); err == nil {
-					c.Write([]byte{1})
-				}
-			}()
-		}
+		baseline.Serve(ln)
+		return nil
 	}
 	return fmt.Errorf("unknown role %q", role)
 }
 
-// idleCPU reports the CPU time the primary uses while nothing happens.
-func idleCPU(ctx context.Context, inst *instance.Instance) error {
+// idleCPU reports the CPU time the primary uses while nothing happens,
+// until the parent closes stdin. This goroutine waits for that itself and
+// reads the time at once: the stop's own work (Serve woken and
+// returning) comes after.
+func idleCPU(inst *instance.Instance) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go inst.Serve(ctx, func(*instance.Message) instance.Reply { return instance.Reply{} })
 	time.Sleep(100 * time.Millisecond) // let start-up settle
 	before, err := cpuTime()
@@ -188,12 +206,12 @@ func idleCPU(ctx context.Context, inst *instance.Instance) error {
 		return err
 	}
 	fmt.Println("ready")
-	<-ctx.Done()
+	io.Copy(io.Discard, os.Stdin)
 	after, err := cpuTime()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, (after - before).Milliseconds())
+	fmt.Fprintln(os.Stderr, int64(after-before))
 	return nil
 }
 
@@ -313,29 +331,6 @@ func handoff() error {
 	return release()
 }
 
-// listener accepts connections of the baseline.
-type listener interface {
-	Accept() (io.ReadWriteCloser, error)
-	Close() error
-}
-
-// dialSocket is one exchange of the baseline: connect, send 200 bytes,
-// read a 1-byte ack, close.
-func dialSocket(dir string) error {
-	c, err := dialBaseline(dir)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var msg [200]byte
-	if _, err := c.Write(msg[:]); err != nil {
-		return err
-	}
-	var ack [1]byte
-	_, err = io.ReadFull(c, ack[:])
-	return err
-}
-
 // throughput runs op from n goroutines for duration and returns
 // operations per second.
 func throughput(n int, duration time.Duration, op func() error) (float64, error) {
@@ -404,6 +399,14 @@ func launch(role, dir string) (time.Duration, error) {
 	return time.Since(t), err
 }
 
+// throughputRounds is how many times each throughput is measured.
+const throughputRounds = 5
+
+func median(x []float64) float64 {
+	slices.Sort(x)
+	return x[len(x)/2]
+}
+
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -413,6 +416,21 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// Interrupted, the children end with their standard input, or with
+	// the signal: only the directory would stay behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer func() {
+		signal.Stop(sig)
+		close(sig)
+	}()
+	go func() {
+		if s, ok := <-sig; ok {
+			os.RemoveAll(dir)
+			fmt.Fprintln(os.Stderr, "bench:", s)
+			os.Exit(1)
+		}
+	}()
 
 	server, err := start("server", dir)
 	if err != nil {
@@ -422,6 +440,7 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 
 	latency := map[string]stats{}
 	calls := map[string]float64{} // system calls per operation, where counted
+	rate := map[string]float64{}  // operations per second
 	for _, kind := range []string{"primary", "primary-fifo"} {
 		p, err := start(kind, dir)
 		if err != nil {
@@ -430,7 +449,7 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 		if n, ok := syscallsPer("count-handoff", dir); ok {
 			calls[kind] = n
 		}
-		socket := func() (func() error, error) { return nil, dialSocket(dir) }
+		socket := func() (func() error, error) { return nil, baseline.Exchange(dir) }
 		h, s, err := samplePair(duration, 0, acquire, socket)
 		if err != nil {
 			return err
@@ -456,9 +475,11 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 				hello = append(hello, d)
 			}
 			latency["secondary-process"], latency["hello-process"] = summarize(sec), summarize(hello)
-			// Two halves of each, by turns, as for the latency.
-			var hs, ss float64
-			for range 2 {
+			// Rounds of each by turns, as for the latency, and the median
+			// of each: a round's figure moves with the machine by more than
+			// the difference measured.
+			var hr, sr []float64
+			for range throughputRounds {
 				h, err := throughputProcs("sender-handoff", dir, senders, duration/2)
 				if err != nil {
 					return err
@@ -467,18 +488,15 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 				if err != nil {
 					return err
 				}
-				hs, ss = hs+h/2, ss+s/2
+				hr, sr = append(hr, h), append(sr, s)
 			}
-			hg, err := throughput(senders, duration, handoff)
-			if err != nil {
+			rate["handoff"], rate["socket"] = median(hr), median(sr)
+			if rate["handoff-goroutines"], err = throughput(senders, duration, handoff); err != nil {
 				return err
 			}
-			sg, err := throughput(senders, duration, func() error { return dialSocket(dir) })
-			if err != nil {
+			if rate["socket-goroutines"], err = throughput(senders, duration, func() error { return baseline.Exchange(dir) }); err != nil {
 				return err
 			}
-			latency["tp"] = stats{time.Duration(hs), time.Duration(ss)}
-			latency["tpg"] = stats{time.Duration(hg), time.Duration(sg)}
 		}
 		if err := p.stop(); err != nil {
 			return err
@@ -488,7 +506,7 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	if n, ok := syscallsPer("count-socket", dir); ok {
 		calls["socket"] = n
 	}
-	idleMS, err := idlePrimary(dir, idle)
+	idleCPU, err := idlePrimary(dir, idle)
 	if err != nil {
 		return err
 	}
@@ -496,28 +514,28 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	h, s := latency["primary"], latency["primary-socket"]
 	ph, ps := latency["primary-fifo"], latency["primary-fifo-socket"]
 	sec, hello := latency["secondary-process"], latency["hello-process"]
-	hs, ss := float64(latency["tp"].median), float64(latency["tp"].p99)
-	hg, sg := float64(latency["tpg"].median), float64(latency["tpg"].p99)
+	hs, ss := rate["handoff"], rate["socket"]
+	hg, sg := rate["handoff-goroutines"], rate["socket-goroutines"]
 	fmt.Printf("instance bench: %s/%s, %d CPUs, %s\n\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Printf("%-38s %12s %12s\n", "", "median", "p99")
 	bell, portable := doorbells()
 	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", "handoff ("+bell+" doorbell)", us(h.median), us(h.p99))
 	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", "handoff ("+portable+" doorbell)", us(ph.median), us(ph.p99))
-	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", baselineName+" round trip", us(s.median), us(s.p99))
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", baseline.Name+" round trip", us(s.median), us(s.p99))
 	ih, is := latency["idle"], latency["idle-socket"]
 	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("handoff after %v idle", gap), us(ih.median), us(ih.p99))
-	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("%s after %v idle", baselineName, gap), us(is.median), us(is.p99))
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("%s after %v idle", baseline.Name, gap), us(is.median), us(is.p99))
 	fmt.Printf("%-38s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
 	fmt.Printf("%-38s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
 	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d processes", senders), hs)
-	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d processes", baselineName, senders), ss)
+	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d processes", baseline.Name, senders), ss)
 	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d goroutines", senders), hg)
-	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d goroutines", baselineName, senders), sg)
-	fmt.Printf("%-38s %10dms\n", fmt.Sprintf("idle primary CPU in %v", idle), idleMS)
+	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("%s throughput, %d goroutines", baseline.Name, senders), sg)
+	fmt.Printf("%-38s %10.1fms\n", fmt.Sprintf("idle primary CPU in %v", idle), ms(idleCPU))
 	for _, c := range []struct{ key, name string }{
 		{"primary", "handoff (" + bell + " doorbell)"},
 		{"primary-fifo", "handoff (" + portable + " doorbell)"},
-		{"socket", baselineName + " round trip"},
+		{"socket", baseline.Name + " round trip"},
 	} {
 		if n, ok := calls[c.key]; ok {
 			fmt.Printf("%-38s %10.1f\n", "system calls, "+c.name, n)
@@ -533,7 +551,8 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	fmt.Printf("secondary_vs_hello_process_ratio: %.2f\n", ms(sec.median)/ms(hello.median))
 	fmt.Printf("throughput_msgs_per_s: handoff=%.0f socket=%.0f senders=%d\n", hs, ss, senders)
 	fmt.Printf("throughput_vs_socket_ratio: %.2f\n", hs/ss)
-	fmt.Printf("idle_primary_cpu_ms_10s: %d\n", idleMS)
+	// Watched for idle (by default 10 s), the line is for 10 s.
+	fmt.Printf("idle_primary_cpu_ms_10s: %.0f\n", ms(idleCPU)*float64(10*time.Second)/float64(idle))
 	fmt.Printf("portable_handoff_latency_us: median=%.1f p99=%.1f\n", us(ph.median), us(ph.p99))
 	fmt.Printf("portable_socket_latency_us: median=%.1f p99=%.1f\n", us(ps.median), us(ps.p99))
 	fmt.Printf("portable_handoff_vs_socket_latency_ratio: %.2f\n", us(ph.median)/us(ps.median))
@@ -553,8 +572,11 @@ func doorbells() (main, portable string) {
 }
 
 // idlePrimary starts a primary, leaves it alone for idle, and returns the
-// CPU time it reports having used meanwhile.
-func idlePrimary(dir string, idle time.Duration) (int64, error) {
+// CPU time it used meanwhile: as the system counts it where this process
+// can ask (Linux, Windows), else as the primary reports it, which then
+// counts its waking up at the end as well (here 0.1 to 0.3 ms, more on
+// a VM than the idle seconds, which cost nothing).
+func idlePrimary(dir string, idle time.Duration) (time.Duration, error) {
 	cmd, err := command("idle", dir)
 	if err != nil {
 		return 0, err
@@ -571,12 +593,19 @@ func idlePrimary(dir string, idle time.Duration) (int64, error) {
 		cmd.Wait()
 		return 0, fmt.Errorf("idle primary did not start: %q %v", line, err)
 	}
+	// The primary wrote its line and is about to wait: let it.
+	time.Sleep(100 * time.Millisecond)
+	before, counted := childCPU(cmd.Process)
 	time.Sleep(idle)
+	after, counted2 := childCPU(cmd.Process)
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
 		return 0, fmt.Errorf("idle primary: %v: %s", err, report.String())
 	}
-	var n int64
+	if counted && counted2 {
+		return after - before, nil
+	}
+	var n time.Duration
 	if _, err := fmt.Sscan(report.String(), &n); err != nil {
 		return 0, fmt.Errorf("idle primary reported %q", report.String())
 	}

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package main
+package baseline
 
 import (
 	"io"
@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 )
 
-// baselineName is the transport the other libraries use here.
-const baselineName = "unix socket"
+// Name is the transport the other libraries use here.
+const Name = "unix socket"
 
-// listenBaseline listens on a Unix domain socket in dir.
-func listenBaseline(dir string) (listener, error) {
+// Listen listens on a Unix domain socket in dir.
+func Listen(dir string) (Listener, error) {
 	ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
 	if err != nil {
 		return nil, err
@@ -24,7 +24,7 @@ type socketListener struct{ net.Listener }
 
 func (l socketListener) Accept() (io.ReadWriteCloser, error) { return l.Listener.Accept() }
 
-// dialBaseline connects to the socket in dir.
-func dialBaseline(dir string) (io.ReadWriteCloser, error) {
+// Dial connects to the socket in dir.
+func Dial(dir string) (io.ReadWriteCloser, error) {
 	return net.Dial("unix", filepath.Join(dir, "sock"))
 }

@@ -1,4 +1,4 @@
-package main
+package baseline
 
 import (
 	"crypto/sha256"
@@ -12,11 +12,11 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// baselineName is the transport the other libraries use on Windows (Qt's
+// Name is the transport the other libraries use on Windows (Qt's
 // QLocalSocket, Chromium's and Electron's singleton): a named pipe.
-const baselineName = "named pipe"
+const Name = "named pipe"
 
-// pipeName names the pipe of the bench that uses dir.
+// pipeName names the pipe of the server in dir.
 func pipeName(dir string) string {
 	sum := sha256.Sum256([]byte(dir))
 	return `\\.\pipe\instance-bench-` + hex.EncodeToString(sum[:8])
@@ -31,7 +31,8 @@ type pipeListener struct {
 	done bool
 }
 
-func listenBaseline(dir string) (listener, error) {
+// Listen makes the pipe of dir.
+func Listen(dir string) (Listener, error) {
 	l := &pipeListener{name: pipeName(dir)}
 	h, err := l.instance(windows.FILE_FLAG_FIRST_PIPE_INSTANCE)
 	if err != nil {
@@ -90,8 +91,8 @@ func (l *pipeListener) Close() error {
 	return nil
 }
 
-// dialBaseline connects to the pipe of dir.
-func dialBaseline(dir string) (io.ReadWriteCloser, error) { return dialPipe(pipeName(dir)) }
+// Dial connects to the pipe of dir.
+func Dial(dir string) (io.ReadWriteCloser, error) { return dialPipe(pipeName(dir)) }
 
 // dialPipe connects to the pipe name, waiting while every instance is
 // busy.
