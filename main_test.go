@@ -63,6 +63,8 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	case "hello":
 		os.Exit(0)
+	case "baseline":
+		os.Exit(serveBaseline())
 	default:
 		os.Exit(childMain())
 	}
@@ -209,6 +211,12 @@ func childMain() int {
 	return 0
 }
 
+// noExitSleep is the environment entry that keeps the race detector from
+// sleeping a second at a child's exit.
+func noExitSleep() string {
+	return "GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")
+}
+
 // child is a re-executed test binary.
 type child struct {
 	t     testing.TB
@@ -253,8 +261,7 @@ func spawnChild(t testing.TB, o childOpts) (*child, error) {
 		envBell+"="+strconv.Itoa(int(o.bell)),
 		envTimeout+"="+o.timeout.String(),
 		envServe+"="+o.serve,
-		// The race detector otherwise sleeps a second at every exit.
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"),
+		noExitSleep(),
 	)
 	if o.ready {
 		env = append(env, envBarrier+"=1")
