@@ -355,6 +355,9 @@ func TestInvalidInput(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalidName", name, err)
 		}
 	}
+	if _, err := Acquire("caf\u00e9", WithDir(dir)); err == nil || !strings.Contains(err.Error(), `has 'é' at byte 3`) {
+		t.Errorf("app id café: %v, want it to name 'é' at byte 3", err)
+	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("invalid input created files: %v", ents)
 	}

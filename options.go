@@ -180,8 +180,7 @@ func checkName(what, s string, emptyOK bool) error {
 	if s[0] == '.' || s[0] == '-' {
 		return fmt.Errorf("%w: %s %q starts with %q", ErrInvalidName, what, s, s[0])
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for i, c := range s {
 		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-' {
 			continue
 		}

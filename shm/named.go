@@ -10,20 +10,20 @@ import (
 	"time"
 )
 
-// Names of regions, mutexes and bells are 1 to 128 letters, digits, '.',
-// '_' and '-', not starting with '.' or '-'.
-
-// ErrInvalidName reports a name that is not acceptable.
+// ErrInvalidName reports a name that is not acceptable. The names of
+// regions, mutexes and bells are 1 to 128 ASCII letters, digits, '.', '_'
+// and '-', not starting with '.' or '-'. Names that differ only in case,
+// or in a trailing '.', may name one object where it is a file on a file
+// system that ignores these (macOS's usual one; on Windows, a mutex).
 var ErrInvalidName = errors.New("shm: invalid name")
 
 func checkName(name string) error {
 	if name == "" || len(name) > 128 || name[0] == '.' || name[0] == '-' {
 		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
+	for i, c := range name {
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%w: %q has %q; use letters, digits, '.', '_' and '-'", ErrInvalidName, name, c)
+			return fmt.Errorf("%w: %q has %q at byte %d; use letters, digits, '.', '_' and '-'", ErrInvalidName, name, c, i)
 		}
 	}
 	return nil

@@ -84,6 +84,10 @@ func TestNamedInvalid(t *testing.T) {
 	if _, err := shm.Create("ok-name", 0); err == nil {
 		t.Error("Create with size 0 succeeded")
 	}
+	// The character is named whole, not its first byte.
+	if _, err := shm.Create("caf\u00e9", 10); err == nil || !strings.Contains(err.Error(), `has 'é' at byte 3`) {
+		t.Errorf("Create(café): %v, want it to name 'é' at byte 3", err)
+	}
 }
 
 func TestOpenFileModes(t *testing.T) {
