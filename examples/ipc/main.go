@@ -2,13 +2,16 @@
 // provider writes data into a named shared region under a named mutex and
 // signals; a consumer waits for the signal and reads the data.
 //
-//	ipc consumer [-timeout D] NAME  # wait for data (start this first; default 1m)
+//	ipc consumer [-timeout D] NAME  # wait for data (default 1m), read it once
 //	ipc provider NAME TEXT...       # write TEXT into NAME and signal
 //	ipc remove NAME                 # remove the region's name (Unix)
 //
-// The region holds a doorbell word, the data's length and the data. On
-// Windows a named region lasts while a process has it open, so start the
-// consumer first; on Unix it stays until removed.
+// The region holds a doorbell word, a flag that data waits to be read,
+// the data's length and the data. The consumer reads data that waits
+// (and clears the flag), or waits for the signal; a later provider
+// replaces data not yet read. On Unix the region stays until removed, so
+// either may start first; on Windows a named region lasts while a process
+// has it open, so start the consumer first.
 package main
 
 import (
@@ -27,6 +30,7 @@ import (
 
 const (
 	regionSize = 64 << 10
+	offReady   = 4  // uint32, 1 while data waits to be read
 	offLen     = 8  // uint64 length of the data
 	offData    = 16 // the data
 )
@@ -46,12 +50,18 @@ func main() {
 		if len(args) < 2 {
 			usage()
 		}
-		err = provide(args[0], strings.Join(args[1:], " "))
+		text := strings.Join(args[1:], " ")
+		if len(text) > regionSize-offData {
+			// Before the region and the mutex are made.
+			fmt.Fprintf(os.Stderr, "ipc: %d bytes do not fit in the %d-byte region\n", len(text), regionSize-offData)
+			os.Exit(2)
+		}
+		err = provide(args[0], text)
 	case "consumer":
 		fs := flag.NewFlagSet("consumer", flag.ExitOnError)
 		timeout := fs.Duration("timeout", time.Minute, "how long to wait for the provider")
 		fs.Parse(args)
-		if fs.NArg() != 1 {
+		if fs.NArg() != 1 || *timeout <= 0 {
 			usage()
 		}
 		err = consume(fs.Arg(0), *timeout)
@@ -101,6 +111,7 @@ func provide(name, text string) error {
 	}
 	binary.LittleEndian.PutUint64(b[offLen:], uint64(len(text)))
 	copy(b[offData:], text)
+	binary.LittleEndian.PutUint32(b[offReady:], 1)
 	if err := mu.Unlock(); err != nil {
 		return err
 	}
@@ -129,10 +140,20 @@ func consume(name string, timeout time.Duration) error {
 		return err
 	}
 	defer bell.Close()
-	seen := atomic.LoadUint32(word)
 	fmt.Printf("consumer: waiting for a provider on %s\n", name)
 	deadline := time.Now().Add(timeout)
-	for atomic.LoadUint32(word) == seen {
+	for {
+		// The word first: a provider that signals after it is read
+		// changes it, and the wait returns at once.
+		seen := atomic.LoadUint32(word)
+		data, ok, err := take(r, mu)
+		if err != nil {
+			return err
+		}
+		if ok {
+			fmt.Printf("consumer: read %q\n", data)
+			return nil
+		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			return errors.New("no provider signalled within " + timeout.String())
@@ -141,15 +162,24 @@ func consume(name string, timeout time.Duration) error {
 			return err
 		}
 	}
+}
+
+// take reads the data that waits in r, if any, and clears its flag.
+func take(r *shm.Region, mu *shm.Mutex) (data string, ok bool, err error) {
 	if err := mu.Lock(); err != nil {
-		return err
+		return "", false, err
 	}
+	defer func() {
+		if uerr := mu.Unlock(); err == nil {
+			err = uerr
+		}
+	}()
 	b := r.Bytes()
-	n := binary.LittleEndian.Uint64(b[offLen:])
-	data := string(b[offData : offData+min(n, uint64(len(b)-offData))])
-	if err := mu.Unlock(); err != nil {
-		return err
+	if binary.LittleEndian.Uint32(b[offReady:]) == 0 {
+		return "", false, nil
 	}
-	fmt.Printf("consumer: read %q\n", data)
-	return nil
+	n := binary.LittleEndian.Uint64(b[offLen:])
+	data = string(b[offData : offData+min(n, uint64(len(b)-offData))])
+	binary.LittleEndian.PutUint32(b[offReady:], 0)
+	return data, true, nil
 }
