@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -97,6 +98,31 @@ func TestInterrupt(t *testing.T) {
 	}
 	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("interrupted copy made the destination: %v", err)
+	}
+	tempLeft(t, dir)
+}
+
+// TestSourceFIFO: a FIFO as SRC is refused before it is opened, which
+// would wait for a writer.
+func TestSourceFIFO(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- copyFile(context.Background(), src, filepath.Join(dir, "dst"), false, false, nil) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errNotFile) {
+			t.Errorf("copy from a FIFO: %v, want an error matching %q", err, errNotFile)
+		}
+	case <-time.After(10 * time.Second):
+		if w, err := os.OpenFile(src, os.O_WRONLY, 0); err == nil {
+			w.Close() // the copy's open returns, and the test can end
+		}
+		t.Fatal("the copy from a FIFO still waits after 10s")
 	}
 	tempLeft(t, dir)
 }

@@ -9,7 +9,9 @@
 // itself (also through a link), and it never leaves a partial DST: the copy
 // goes to a temporary file beside DST, gets SRC's permission bits and only
 // then takes DST's name. On an error, or on SIGINT or SIGTERM, the
-// temporary file is removed and DST is unchanged. With -sync the copy is
+// temporary file is removed and DST is unchanged (a copy killed outright,
+// by SIGKILL or a crash, leaves its .filecopy-*.tmp file in DST's
+// directory, for the user to remove). With -sync the copy is
 // also written to disk before it takes DST's name, so that it survives a
 // crash as well (cp does not do that, and it costs an fsync). Errors exit
 // with status 1, wrong arguments with status 2.
@@ -106,9 +108,11 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	// The first signal cancels the copy, which then removes its temporary
-	// file; a second one kills the process as usual.
+	// file; a second one kills the process as usual, once the first has
+	// given the signals back.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	err := copyFile(ctx, flags.Arg(0), flags.Arg(1), *force, *durable, nil)
 	switch {
 	case err == nil:
@@ -132,6 +136,12 @@ type phases struct{ copy, sync time.Duration }
 // is replaced.
 func copyFile(ctx context.Context, src, dst string, force, durable bool, ph *phases) (err error) {
 	start := time.Now()
+	// Checked before it is opened too: opening a FIFO waits for a writer.
+	if si, err := os.Stat(src); err != nil {
+		return err
+	} else if err := checkRegular(src, si); err != nil {
+		return err
+	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
