@@ -61,33 +61,42 @@ func run(name string, args []string) error {
 		return err
 	}
 	if len(args) > 0 {
-		for len(args) > 0 {
-			n, err := do(v, args)
-			if err != nil {
-				return err
-			}
-			args = args[n:]
-		}
-		return nil
+		_, err := doAll(v, args)
+		return err
 	}
 	fmt.Printf("shared struct %q: commands show, inc, set TEXT, move X Y, quit\n", name)
 	in := bufio.NewScanner(os.Stdin)
 	for fmt.Print("> "); in.Scan(); fmt.Print("> ") {
-		fields := strings.Fields(in.Text())
-		if len(fields) == 0 {
-			continue
+		words := strings.Fields(in.Text())
+		if len(words) > 0 && words[0] == "set" { // the rest of the line, spaces kept
+			if text := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(in.Text()), "set")); text != "" {
+				words = []string{"set", text}
+			}
 		}
-		if fields[0] == "quit" {
-			return nil
-		}
-		if fields[0] == "set" { // the rest of the line, spaces kept
-			fields = []string{"set", strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(in.Text()), "set"))}
-		}
-		if _, err := do(v, fields); err != nil {
+		quit, err := doAll(v, words)
+		if err != nil {
 			fmt.Println(err)
+		}
+		if quit {
+			return nil
 		}
 	}
 	return in.Err()
+}
+
+// doAll runs the commands of words in turn, up to the first error or quit.
+func doAll(v *shm.Value[MyData], words []string) (quit bool, err error) {
+	for len(words) > 0 {
+		if words[0] == "quit" {
+			return true, nil
+		}
+		n, err := do(v, words)
+		if err != nil {
+			return false, err
+		}
+		words = words[n:]
+	}
+	return false, nil
 }
 
 // do runs the command at the start of args and returns how many words it
@@ -105,6 +114,9 @@ func do(v *shm.Value[MyData], args []string) (int, error) {
 	case "set":
 		if len(args) < 2 {
 			return 0, fmt.Errorf("set needs a text")
+		}
+		if len(args[1]) > len(MyData{}.Note) {
+			return 0, fmt.Errorf("set: %d bytes, the note holds %d", len(args[1]), len(MyData{}.Note))
 		}
 		return 2, v.Update(func(d *MyData) {
 			d.Note = [64]byte{}

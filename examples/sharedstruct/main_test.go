@@ -78,6 +78,15 @@ func TestTwoProcesses(t *testing.T) {
 	if !strings.HasPrefix(got, "Counter=2 X=1.5 Y=-2 Note=\"from the other\"") {
 		t.Fatalf("the first process sees %q", got)
 	}
+	// A line runs each of its commands, as the arguments do; a set
+	// without a text is refused there too, and keeps the note.
+	if got := ask("inc show"); !strings.HasPrefix(got, "Counter=3 ") {
+		t.Fatalf("after inc show: %q", got)
+	}
+	tell("set")
+	if got := ask("show"); !strings.Contains(got, `Note="from the other"`) {
+		t.Fatalf("after a set without text: %q", got)
+	}
 	stdin.Write([]byte("quit\n"))
 	if err := a.Wait(); err != nil {
 		t.Fatal(err)
@@ -85,8 +94,13 @@ func TestTwoProcesses(t *testing.T) {
 }
 
 func TestBadCommand(t *testing.T) {
-	o, err := command("-name", "sharedstruct-test", "frobnicate").CombinedOutput()
-	if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 1 || !strings.Contains(string(o), "unknown command") {
-		t.Errorf("%v: %s", err, o)
+	for _, c := range []struct{ args, want string }{
+		{"frobnicate", "unknown command"},
+		{"set " + strings.Repeat("é", 33), "66 bytes, the note holds 64"}, // not cut in a character
+	} {
+		o, err := command(append([]string{"-name", "sharedstruct-test"}, strings.SplitN(c.args, " ", 2)...)...).CombinedOutput()
+		if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 1 || !strings.Contains(string(o), c.want) {
+			t.Errorf("%.20s: %v: %s", c.args, err, o)
+		}
 	}
 }
