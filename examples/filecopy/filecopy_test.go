@@ -554,7 +554,7 @@ func TestCommand(t *testing.T) {
 		{[]string{src, dst, "extra"}, 2, "usage:"},
 		{[]string{"-x", src, dst}, 2, "usage:"},
 		{[]string{"-h"}, 0, "usage:"},
-		{[]string{filepath.Join(dir, "missing"), dst}, 1, "filecopy: stat "},
+		{[]string{filepath.Join(dir, "missing"), dst}, 1, "missing: "},
 		{[]string{dir, dst}, 1, "is a directory"},
 		{[]string{src, src}, 1, "same file"},
 		{[]string{src, dst}, 0, ""},
