@@ -49,7 +49,7 @@ func (b *eventBell) Wait(old uint32, timeout time.Duration) error {
 	}
 	ms := uint32(windows.INFINITE)
 	if timeout >= 0 {
-		ms = uint32(min((timeout+time.Millisecond-1)/time.Millisecond, windows.INFINITE-1))
+		ms = uint32(millis(timeout, windows.INFINITE-1))
 	}
 	ev, err := windows.WaitForSingleObject(b.h, ms)
 	if ev == windows.WAIT_FAILED {

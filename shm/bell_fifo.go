@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,7 @@ func (b *fifoBell) Wait(old uint32, timeout time.Duration) error {
 	}
 	ms := -1
 	if timeout >= 0 {
-		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+		ms = int(millis(timeout, math.MaxInt32)) // poll's timeout is a C int
 	}
 	fds := []unix.PollFd{{Fd: int32(b.rd), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, ms)

@@ -113,6 +113,17 @@ type Doorbell interface {
 	Close() error
 }
 
+// millis is timeout in milliseconds, rounded up (a wait must not end
+// early by its own doing) and at most most, the longest that the system
+// call takes: a longer wait returns at that, as Wait may.
+func millis(timeout time.Duration, most int64) int64 {
+	ms := int64(timeout / time.Millisecond)
+	if timeout%time.Millisecond != 0 {
+		ms++
+	}
+	return min(ms, most)
+}
+
 // NewFutexBell returns a doorbell that waits on the word itself (Linux
 // futex). The word must lie in a shared mapping.
 func NewFutexBell(word *uint32) (Doorbell, error) { return newFutexBell(word) }

@@ -58,7 +58,8 @@ func Open(name string) (*Region, error) {
 }
 
 // CreateOrOpen opens the named region name, or creates it with size bytes
-// if it does not exist. An existing region keeps its own size.
+// if it does not exist. An existing region keeps its own size; size must
+// be positive all the same.
 func CreateOrOpen(name string, size int) (*Region, error) {
 	for {
 		r, err := Create(name, size)
