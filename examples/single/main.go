@@ -26,6 +26,11 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *stay < 0 {
+		fmt.Fprintf(os.Stderr, "single: -for %v: want 0 or more\n", *stay)
+		flag.Usage()
+		os.Exit(2)
+	}
 
 	inst, err := instance.Acquire("io.github.go-instance.single", instance.WithArgs(flag.Args()))
 	if err != nil {

@@ -44,3 +44,10 @@ func TestSecondLaunchForwards(t *testing.T) {
 		t.Errorf("the first launch printed %q", line)
 	}
 }
+
+func TestUsage(t *testing.T) {
+	err := command("-for -1s").Run()
+	if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 2 {
+		t.Errorf("-for -1s: %v, want exit status 2", err)
+	}
+}
