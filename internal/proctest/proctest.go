@@ -1,0 +1,44 @@
+// Package proctest tells the tests of this module whether a process of
+// theirs runs while it should sleep: DESIGN's "the primary uses no CPU
+// while idle". It counts the times the kernel ran the process's threads,
+// not time: a wake-up costs what the machine makes it cost, and tests
+// assert no times.
+package proctest
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrUncounted: the system does not tell this package how often a
+// process's threads ran.
+var ErrUncounted = errors.New("proctest: cannot count a process's runs here")
+
+// RunsWhileIdle waits until the threads of process pid have not run for
+// settle (a start settles: Go's runtime monitor backs off), for at most
+// limit, and then returns how many times they ran in the next window.
+func RunsWhileIdle(pid int, settle, window, limit time.Duration) (int64, error) {
+	deadline := time.Now().Add(limit)
+	before, err := runs(pid)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		time.Sleep(settle)
+		now, err := runs(pid)
+		if err != nil {
+			return 0, err
+		}
+		if now == before {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("process %d never slept for %v in %v", pid, settle, limit)
+		}
+		before = now
+	}
+	time.Sleep(window)
+	now, err := runs(pid)
+	return now - before, err
+}
