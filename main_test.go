@@ -46,6 +46,7 @@ const (
 	envData    = "INSTANCE_TEST_DATA"  // payload size to send: payload(n)
 	envScope   = "INSTANCE_TEST_SCOPE" // "machine": machine scope with INSTANCE_TEST_KEY, not a directory
 	envKey     = "INSTANCE_TEST_KEY"
+	envSlots   = "INSTANCE_TEST_SLOTS" // the region's slots, if not the default's
 	testAppID  = "io.github.go-instance.test"
 )
 
@@ -158,8 +159,9 @@ func childMain() int {
 	if os.Getenv(envScope) == "machine" {
 		where = func(c *config) { WithScope(ScopeMachine)(c); WithKey(os.Getenv(envKey))(c) }
 	}
+	slots, _ := strconv.Atoi(os.Getenv(envSlots))
 	inst, err := Acquire(testAppID, where, WithArgs(args), WithData(data),
-		WithTimeout(timeout), withBell(uint32(bell)), WithMaxMessage(32<<20))
+		WithTimeout(timeout), withBell(uint32(bell)), WithMaxMessage(32<<20), withSlots(slots))
 	if err != nil {
 		kind := "other"
 		if errors.Is(err, ErrTimeout) {
@@ -211,6 +213,16 @@ func childMain() int {
 	return 0
 }
 
+// withSlots gives the region n slots, if n is not 0. The primary and every
+// launch must agree.
+func withSlots(n int) Option {
+	return func(c *config) {
+		if n != 0 {
+			c.layout.Slots = n
+		}
+	}
+}
+
 // noExitSleep is the environment entry that keeps the race detector from
 // sleeping a second at a child's exit.
 func noExitSleep() string {
@@ -240,6 +252,7 @@ type childOpts struct {
 	spawn   bool
 	scope   string // "machine": use machine scope and key instead of dir
 	key     string
+	slots   int // see withSlots
 }
 
 func startChild(t testing.TB, o childOpts) *child {
@@ -275,6 +288,9 @@ func spawnChild(t testing.TB, o childOpts) (*child, error) {
 	env = append(env, o.env...)
 	if o.stall > 0 {
 		env = append(env, envStall+"="+strconv.Itoa(o.stall))
+	}
+	if o.slots > 0 {
+		env = append(env, envSlots+"="+strconv.Itoa(o.slots))
 	}
 	f, err := os.CreateTemp(t.TempDir(), "args")
 	if err != nil {
