@@ -94,13 +94,19 @@ const (
 
 // OpenFile maps the whole of the file at path. An empty file gives an empty
 // region. Changes to a ReadWrite mapping reach the file (Flush waits for
-// them to be written).
+// them to be written). A directory, FIFO or socket is refused before it is
+// opened (opening a FIFO would wait for a writer).
 func OpenFile(path string, mode Mode) (*Region, error) {
 	flag := os.O_RDONLY
 	if mode == ReadWrite {
 		flag = os.O_RDWR
 	} else if mode != ReadOnly {
 		return nil, fmt.Errorf("shm: open %s: unknown mode %d", path, mode)
+	}
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if t := st.Mode().Type(); t&(fs.ModeDir|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+		return nil, &fs.PathError{Op: "map", Path: path, Err: fmt.Errorf("is a %s, not a file", typeName(t))}
 	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
@@ -121,6 +127,16 @@ func OpenFile(path string, mode Mode) (*Region, error) {
 }
 
 const maxInt = int(^uint(0) >> 1)
+
+func typeName(t fs.FileMode) string {
+	switch {
+	case t&fs.ModeDir != 0:
+		return "directory"
+	case t&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	}
+	return "socket"
+}
 
 // Mutex is a named lock shared between processes. The kernel releases it
 // when its holder exits, however it exits (flock on Unix, LockFileEx on

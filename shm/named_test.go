@@ -120,6 +120,9 @@ func TestOpenFileModes(t *testing.T) {
 	if _, err := shm.OpenFile(filepath.Join(t.TempDir(), "missing"), shm.ReadOnly); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
+	if _, err := shm.OpenFile(t.TempDir(), shm.ReadOnly); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("directory: %v, want it refused as one", err)
+	}
 }
 
 // Two Mutex values of one name exclude each other as two processes would,
