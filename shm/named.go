@@ -274,7 +274,7 @@ func (m *Mutex) Unlock() error {
 	}
 	if !m.locked {
 		m.mu.Unlock()
-		return errors.New("shm: Unlock of an unlocked Mutex")
+		return &os.PathError{Op: "unlock", Path: m.f.Name(), Err: errors.New("not locked")}
 	}
 	err := unlockFile(m.f)
 	m.locked = false
@@ -285,10 +285,15 @@ func (m *Mutex) Unlock() error {
 }
 
 // Close closes the mutex, releasing it if held; Lock, TryLock and Unlock
-// then report an error wrapping os.ErrClosed. (On Unix the mutex's lock
-// file stays, as a lock file must: removing it would let two holders in.)
+// then report an error wrapping os.ErrClosed, and Close does nothing, as a
+// Region's. (On Unix the mutex's lock file stays, as a lock file must:
+// removing it would let two holders in.)
 func (m *Mutex) Close() error {
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
 	wasLocked := m.locked
 	m.locked, m.closed = false, true
 	m.mu.Unlock()

@@ -164,8 +164,14 @@ func TestMutexInProcess(t *testing.T) {
 	if err := b.Unlock(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Unlock(); err == nil {
-		t.Error("Unlock of an unlocked mutex succeeded")
+	if err := b.Unlock(); err == nil || !strings.Contains(err.Error(), name) {
+		t.Errorf("Unlock of an unlocked mutex: %v, want an error naming its file", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("a second Close: %v, want nothing done", err)
 	}
 }
 
