@@ -1,0 +1,91 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The test binary is the bench too: with BENCH_TEST_ARGS set, or as one
+// of its own child processes (BENCH_ROLE), it runs main.
+func TestMain(m *testing.M) {
+	if a, ok := os.LookupEnv("BENCH_TEST_ARGS"); ok || os.Getenv("BENCH_ROLE") != "" {
+		os.Args = append([]string{os.Args[0]}, strings.Fields(a)...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func bench(args string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0])
+	// Its processes inherit GORACE: the race detector otherwise sleeps a
+	// second at each one's exit.
+	cmd.Env = append(os.Environ(), "BENCH_TEST_ARGS="+args, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	return cmd
+}
+
+// TestLines runs a short bench and checks the lines that the issue asks
+// for, in its words: each once, with numbers, the ratios those of the
+// medians printed, and the senders asked for.
+func TestLines(t *testing.T) {
+	out, err := bench("-duration 100ms -launches 5 -idle 300ms -senders 4").Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	num := `([0-9]+(?:\.[0-9]+)?)`
+	lines := []string{
+		`handoff_latency_us: median=` + num + ` p99=` + num,
+		`socket_latency_us: median=` + num + ` p99=` + num,
+		`handoff_vs_socket_latency_ratio: ` + num,
+		`secondary_process_ms: median=` + num,
+		`hello_process_ms: median=` + num,
+		`secondary_vs_hello_process_ratio: ` + num,
+		`throughput_msgs_per_s: handoff=` + num + ` socket=` + num + ` senders=4`,
+		`throughput_vs_socket_ratio: ` + num,
+		`idle_primary_cpu_ms_10s: ` + num,
+		`portable_handoff_latency_us: median=` + num + ` p99=` + num,
+		`portable_socket_latency_us: median=` + num + ` p99=` + num,
+		`portable_handoff_vs_socket_latency_ratio: ` + num,
+	}
+	got := map[string][]float64{}
+	for _, l := range lines {
+		re := regexp.MustCompile(`(?m)^` + l + `$`)
+		m := re.FindAllStringSubmatch(string(out), -1)
+		if len(m) != 1 {
+			t.Errorf("%d lines match %q, want 1", len(m), l)
+			continue
+		}
+		for _, s := range m[0][1:] {
+			f, _ := strconv.ParseFloat(s, 64)
+			got[l] = append(got[l], f)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("the bench printed:\n%s", out)
+	}
+	ratio := func(name string, a, b []float64) {
+		want := a[0] / b[0]
+		tol := 0.005 + 0.01*want // the medians and the ratio are printed rounded
+		if r := got[name][0]; r < want-tol || r > want+tol {
+			t.Errorf("%s %v, but the medians printed give %.3f", name, r, want)
+		}
+	}
+	ratio(lines[2], got[lines[0]], got[lines[1]])
+	ratio(lines[5], got[lines[3]], got[lines[4]])
+	tp := got[lines[6]]
+	ratio(lines[7], tp[0:1], tp[1:2])
+	ratio(lines[11], got[lines[9]], got[lines[10]])
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range []string{"-launches 0", "-senders 0", "-duration 0s", "-duration -1s", "-idle 0s", "-gap -1ms", "extra"} {
+		err := bench(args).Run()
+		if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 2 {
+			t.Errorf("%s: %v, want exit status 2", args, err)
+		}
+	}
+}
