@@ -121,7 +121,7 @@ func child(role string) error {
 			return err
 		}
 		if !inst.IsPrimary() {
-			return errors.New("a primary is already running")
+			return errors.New("another bench is running (its primary has the instance): run one at a time")
 		}
 		defer inst.Release()
 		if role == "idle" {
