@@ -27,8 +27,10 @@ const (
 )
 
 // count is short or, in the long mode, long. go test -short takes a tenth;
-// Windows (run under Wine, where a process start costs tens of
-// milliseconds) a twentieth.
+// the race detector a fifth (the scenarios are mostly process starts, and
+// a -race test binary takes four to five times as long to start and exit:
+// CI runs them at full count without it as well); Windows (run under Wine,
+// where a process start costs tens of milliseconds) a twentieth.
 func count(short, long int) int {
 	n := short
 	if os.Getenv(envTorture) == "long" {
@@ -36,6 +38,9 @@ func count(short, long int) int {
 	}
 	if testing.Short() {
 		n /= 10
+	}
+	if raceEnabled {
+		n /= 5
 	}
 	if runtime.GOOS == "windows" {
 		n /= 20

@@ -23,7 +23,7 @@ import (
 // garbage, and serves the next honest message. Then the same with the
 // damage done while honest launches are in flight: each ends answered or
 // with a clear error. Under the race detector the damage in flight leaves
-// out truncation (see raceEnabled); CI runs this test without it too.
+// out truncation (see raceEnabled); CI runs the suite without it too.
 func TestTortureHostileRegion(t *testing.T) {
 	rounds := count(300, 3000)
 	var faults, answered, errs atomic.Int64
