@@ -410,7 +410,8 @@ func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbel
 // user). A PID of 0 or less, which kill(2) would take for a group, is
 // taken as alive: the slot is left alone rather than taken from a live
 // sender. One beyond any PID's range (damage) is taken as gone: kill(2)
-// would read it as negative too.
+// would read it as negative too. A zombie, which kill(2) still finds until
+// its parent reaps it, is gone where the system tells (see zombie).
 func processAlive(pid int) bool {
 	if pid <= 0 {
 		return true
@@ -419,7 +420,7 @@ func processAlive(pid int) bool {
 		return false
 	}
 	err := unix.Kill(pid, 0)
-	return err == nil || err == unix.EPERM
+	return (err == nil || err == unix.EPERM) && !zombie(pid)
 }
 
 // allowForeground is for Windows, where focus passes by permission; X11 and
