@@ -72,7 +72,8 @@ type Instance struct {
 	// handoff.Sender.Serving), and answers what it receives itself: the
 	// receiver, a second goroutine to wake, then sleeps through it.
 	// sharedBell: the doorbell is a futex, which wakes every waiter of the
-	// set rung, so every idle Serve waits on it, in a set of its own.
+	// set rung, so every idle Serve waits on it, in a set of its own, or
+	// on serveBell, a watch of the lock file that wakes them all too.
 	// serveOwn: they have a doorbell of their own, serveBell (an
 	// auto-reset event, or a FIFO, <name>.serve), which wakes one waiter,
 	// so one idle Serve at a time waits on it and the others wait for the
@@ -548,13 +549,11 @@ func becomePrimary(cfg *config, f *files, lock ownerLock) (*Instance, error) {
 	}
 	inst.bell = bell
 	inst.sharedBell = cfg.bell == bellFutex
-	if !inst.sharedBell {
-		if inst.serveBell, err = f.serveDoorbell(inst.view.BellWord(), cfg.bell, true); err != nil {
-			inst.closeRegion()
-			return nil, err
-		}
-		inst.serveOwn = inst.serveBell != nil
+	if inst.serveBell, err = f.serveDoorbell(inst.view.BellWord(), cfg.bell, true); err != nil {
+		inst.closeRegion()
+		return nil, err
 	}
+	inst.serveOwn = !inst.sharedBell && inst.serveBell != nil
 	go inst.receive()
 	inst.startGuard()
 	return inst, nil
@@ -673,16 +672,18 @@ const (
 )
 
 // waitAs returns the doorbell to wait on for round r as a member of set:
-// with a futex, one that only the rings of that set (and the plain ones)
-// wake; else the Serve calls' own bell, or the doorbell itself.
+// the Serve calls' own bell (with a futex, a watch of the lock file that
+// its Serve set's rings also ring: see serveBell), or, with a futex, one
+// that only the rings of that set (and the plain ones) wake, or the
+// doorbell itself.
 func waitAs(r round, set uint32) shm.Doorbell {
+	if set == bellServe && r.serve != nil {
+		return r.serve
+	}
 	if r.shared {
 		if b, err := shm.NewFutexBellSet(r.word, set); err == nil {
 			return b
 		}
-	}
-	if set == bellServe && r.serve != nil {
-		return r.serve
 	}
 	return r.bell
 }

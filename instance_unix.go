@@ -395,11 +395,12 @@ func (f *files) doorbell(word *uint32, kind uint32, slot int, wait bool) (shm.Do
 }
 
 // serveDoorbell returns the bell on which idle Serve calls wait (see
-// Instance.serveBell): the futex's set of them, or a FIFO of their own.
+// Instance.serveBell): a watch of the lock file or the futex's set of
+// them (see serveBell), or a FIFO of their own.
 func (f *files) serveDoorbell(word *uint32, kind uint32, wait bool) (shm.Doorbell, error) {
 	switch kind {
 	case bellFutex:
-		return shm.NewFutexBellSet(word, bellServe)
+		return serveBell(word, f.lockFD(), wait)
 	case bellFIFO:
 		return shm.OpenFIFOBell(word, f.prefix+".serve", f.perm, wait)
 	}

@@ -279,7 +279,9 @@ func (inst *Instance) publish(p *publication, place func() error) error {
 	if p.region, err = p.files.createRegion(cfg.layout.Size()); err != nil {
 		return err
 	}
-	// The doorbells before the region is ready: a sender may ring them at once.
+	// The doorbells before the region is ready: a sender may ring them at
+	// once. A futex's idle Serve calls wait in its Serve set from here on:
+	// the watch of the lock file (serveBell) is the first publication's.
 	word := handoff.BellWordOf(p.region.Bytes())
 	if cfg.bell == bellFIFO {
 		for _, name := range fifoNames {
