@@ -46,6 +46,20 @@ func ringWord(t *testing.T, word *uint32, lockFD int) {
 	r.Ring()
 }
 
+// awaitWake fails t unless the Wait that done reports on returns nil,
+// after a ring, within 10 s.
+func awaitWake(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a ring did not wake the bell in 10 s")
+	}
+}
+
 // An opening of the lock file wakes a Serve waiting on its watch, which
 // watches the word and, with no ring, sleeps again; a ring then wakes it.
 func TestOpenerBellOpening(t *testing.T) {
@@ -92,14 +106,7 @@ func TestOpenerBellOpening(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	ringWord(t, word, fd)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a ring did not wake the bell in 10 s")
-	}
+	awaitWake(t, done)
 }
 
 // A ring from before a Wait does not end it: its event is stale (the ring
@@ -138,14 +145,7 @@ func TestServeBellWithoutWatch(t *testing.T) {
 	done := waitAsync(b, 0)
 	time.Sleep(10 * time.Millisecond) // usually asleep by now; if not, the word tells
 	ringWord(t, word, -1)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a ring did not wake the futex set in 10 s")
-	}
+	awaitWake(t, done)
 }
 
 // TestOpeningWakesIdleServe: with the futex doorbell, a launch's opening
