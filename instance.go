@@ -94,6 +94,7 @@ type Instance struct {
 	idle      int            // Serve calls waiting on the doorbell (published in the region)
 	faults    int            // header faults repaired
 	retired   []*publication // regions published before the files were removed
+	watched   bool           // a Serve waits on a futex primary's serveBell, its watch (one at a time: see openerBell)
 }
 
 type pending struct {
@@ -672,12 +673,12 @@ const (
 )
 
 // waitAs returns the doorbell to wait on for round r as a member of set:
-// the Serve calls' own bell (with a futex, a watch of the lock file that
-// its Serve set's rings also ring: see serveBell), or, with a futex, one
-// that only the rings of that set (and the plain ones) wake, or the
-// doorbell itself.
+// the Serve calls' own bell (with a futex, for the Serve that holds it, a
+// watch of the lock file that its Serve set's rings also ring: see
+// serveBell), or, with a futex, one that only the rings of that set (and
+// the plain ones) wake, or the doorbell itself.
 func waitAs(r round, set uint32) shm.Doorbell {
-	if set == bellServe && r.serve != nil {
+	if set == bellServe && r.serve != nil && (!r.shared || r.watch) {
 		return r.serve
 	}
 	if r.shared {
@@ -700,9 +701,13 @@ func (inst *Instance) publishIdle() {
 	}
 }
 
-// stopWaiting counts a Serve call out of those waiting on the doorbell.
-// Called with mu held.
-func (inst *Instance) stopWaiting() {
+// stopWaiting counts a Serve call out of those waiting on the doorbell,
+// and the watch of the lock file free if it waited on it. Called with mu
+// held.
+func (inst *Instance) stopWaiting(watching bool) {
+	if watching {
+		inst.watched = false
+	}
 	inst.idle--
 	inst.publishIdle()
 	inst.waiters.Done()
@@ -757,6 +762,7 @@ type round struct {
 	bell   shm.Doorbell
 	serve  shm.Doorbell // inst.serveBell
 	shared bool         // inst.sharedBell
+	watch  bool         // a Serve's: it waits on serve, the watch (see Instance.watched)
 	word   *uint32
 	seen   uint32
 	queued bool // messages were queued
@@ -885,14 +891,15 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 		return fmt.Errorf("%w: Serve on a secondary", ErrClosed)
 	}
 	// waiting: this call counts in inst.idle, from before its wait on the
-	// doorbell until it next holds mu.
-	waiting := false
+	// doorbell until it next holds mu. watching: it waits on the watch of
+	// the lock file (see Instance.watched).
+	waiting, watching := false, false
 	if inst.servesOnBell() {
 		defer context.AfterFunc(ctx, inst.wakeServing)()
 		defer func() {
 			if waiting {
 				inst.mu.Lock()
-				inst.stopWaiting()
+				inst.stopWaiting(watching)
 				inst.mu.Unlock()
 			}
 		}()
@@ -904,8 +911,8 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			// poll read the word sees the count without this call (see
 			// handoff.Sender.ring), and wakes the receiver if no other
 			// Serve waits.
-			inst.stopWaiting()
-			waiting = false
+			inst.stopWaiting(watching)
+			waiting, watching = false, false
 		}
 		if inst.closing {
 			inst.mu.Unlock()
@@ -929,6 +936,9 @@ func (inst *Instance) Serve(ctx context.Context, h Handler) error {
 			inst.waiters.Add(1)
 			inst.publishIdle()
 			waiting = true
+			if r.shared && r.serve != nil && !inst.watched {
+				inst.watched, watching, r.watch = true, true, true
+			}
 		}
 		inst.mu.Unlock()
 		if p != nil {

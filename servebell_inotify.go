@@ -25,8 +25,12 @@ import (
 // handoff's time on some machines (80 µs on one VM), then overlaps the
 // launch's own work instead of following its ring.
 //
-// A ring also wakes the futex set of the Serve calls, which is where they
-// wait when the watch cannot be made (no inotify instance left, no /proc).
+// One Serve at a time waits on the watch (Instance.watched): a second
+// could read the event that is the first's wake-up between the first's
+// look at the word and its sleep, which a futex, checking the word as it
+// sleeps, cannot lose. The others wait in the futex's Serve set, which a
+// ring also wakes, as do all of them when the watch cannot be made (no
+// inotify instance left, no /proc).
 type openerBell struct {
 	word   *uint32
 	lockFD int
@@ -41,9 +45,13 @@ const (
 	openerMinSleep = 50 * time.Microsecond  // how long it must have slept first
 )
 
-// testHookOpened, set by tests, runs when an opening of the lock file has
-// woken a Serve that then watches the word.
-var testHookOpened func()
+// Set by tests: testHookOpened runs when an opening of the lock file has
+// woken a Serve that then watches the word; testHookWatchWaits, with +1
+// and -1, as a Wait on the watch begins and ends.
+var (
+	testHookOpened     func()
+	testHookWatchWaits func(int)
+)
 
 // serveBell returns the doorbell of idle Serve calls for the futex
 // doorbell's word, which lockFD's region holds: with wait, an inotify
@@ -92,6 +100,10 @@ func (b *openerBell) drain() (opened bool) {
 func (b *openerBell) Wait(old uint32, timeout time.Duration) error {
 	if b.in < 0 {
 		return &os.PathError{Op: "wait", Path: "inotify", Err: errors.New("bell opened to ring only")}
+	}
+	if testHookWatchWaits != nil {
+		testHookWatchWaits(1)
+		defer testHookWatchWaits(-1)
 	}
 	var deadline time.Time
 	if timeout >= 0 {

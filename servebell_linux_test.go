@@ -1,8 +1,10 @@
 package instance
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,4 +174,46 @@ func TestOpeningWakesIdleServe(t *testing.T) {
 		f.Close()
 	})
 	proctest.CheckSleeps(t, pid, "the primary after an opening")
+}
+
+// TestOneServeWatches: of several idle Serve calls of a futex primary, one
+// at a time waits on the watch of the lock file (a second could read the
+// event that is the first's wake-up: see openerBell), and a message and
+// the end of each call's context still reach them all.
+func TestOneServeWatches(t *testing.T) {
+	var mu sync.Mutex
+	now, most := 0, 0
+	testHookWatchWaits = func(d int) {
+		mu.Lock()
+		now += d
+		most = max(most, now)
+		mu.Unlock()
+	}
+	defer func() { testHookWatchWaits = nil }()
+	dir := testDir(t)
+	inst := acquirePrimary(t, dir, bellFutex)
+	const n = 4
+	var served []chan error
+	var cancels []context.CancelFunc
+	for range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ch := make(chan error, 1)
+		go func() {
+			ch <- inst.Serve(ctx, func(m *Message) Reply { return Reply{Code: 3, Data: replyFor(m.Args)} })
+		}()
+		served, cancels = append(served, ch), append(cancels, cancel)
+	}
+	time.Sleep(50 * time.Millisecond) // all asleep by now, usually; a check either way
+	c := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{"one"}})
+	checkSecondary(t, c, c.next(20*time.Second))
+	for i := range n {
+		cancels[i]()
+		wantServeReturn(t, served[i], context.Canceled, "after its context ended")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most != 1 {
+		t.Errorf("at most %d Serve calls waited on the watch at once, want 1", most)
+	}
 }
