@@ -53,12 +53,12 @@
 // never removed) that also holds the region, and for the FIFO doorbell
 // <name>.bell, <name>.serve (on which an idle [Instance.Serve] waits) and
 // <name>.sNN. The doorbell is a futex on a word of the
-// region on Linux and a FIFO elsewhere. On Linux an idle [Instance.Serve]
-// waits on an inotify watch of the lock file instead (one inotify instance
-// per primary; the futex where none is left), which a launch wakes when it
-// opens the file, so that the primary's wake-up overlaps the launch's own
-// work; it watches the doorbell for up to 100 µs after such an opening
-// rather than sleep again at once. On Linux a secondary waiting for
+// region on Linux and a FIFO elsewhere. On Linux one idle [Instance.Serve]
+// at a time waits on an inotify watch of the lock file instead (one
+// inotify instance per primary; the futex where none is left), which a
+// launch wakes when it opens the file, so that the primary's wake-up
+// overlaps the launch's own work; it watches the doorbell for up to 100 µs
+// after such an opening rather than sleep again at once. On Linux a secondary waiting for
 // its reply keeps its goroutine's processor (P) for the first
 // millisecond, as a goroutine that computes would: it costs the process
 // less than handing the processor over and getting it back.
