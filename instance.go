@@ -72,8 +72,8 @@ type Instance struct {
 	// handoff.Sender.Serving), and answers what it receives itself: the
 	// receiver, a second goroutine to wake, then sleeps through it.
 	// sharedBell: the doorbell is a futex, which wakes every waiter of the
-	// set rung, so every idle Serve waits on it, in a set of its own, or
-	// on serveBell, a watch of the lock file that wakes them all too.
+	// set rung, so every idle Serve waits on it, in a set of its own,
+	// but one at a time on serveBell, a watch of the lock file (watched).
 	// serveOwn: they have a doorbell of their own, serveBell (an
 	// auto-reset event, or a FIFO, <name>.serve), which wakes one waiter,
 	// so one idle Serve at a time waits on it and the others wait for the
