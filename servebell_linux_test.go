@@ -30,6 +30,20 @@ func openLockFile(t *testing.T) (string, int) {
 	return path, fd
 }
 
+// watchLockFile makes a lock file as openLockFile does and the Serve bell
+// that watches it, for the word it returns.
+func watchLockFile(t *testing.T) (path string, fd int, word *uint32, b shm.Doorbell) {
+	t.Helper()
+	path, fd = openLockFile(t)
+	word = new(uint32)
+	b, err := serveBell(word, fd, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return path, fd, word, b
+}
+
 // waitAsync runs b.Wait(old, -1) and returns the channel of its result.
 func waitAsync(b shm.Doorbell, old uint32) <-chan error {
 	done := make(chan error, 1)
@@ -65,13 +79,7 @@ func awaitWake(t *testing.T, done <-chan error) {
 // An opening of the lock file wakes a Serve waiting on its watch, which
 // watches the word and, with no ring, sleeps again; a ring then wakes it.
 func TestOpenerBellOpening(t *testing.T) {
-	path, fd := openLockFile(t)
-	word := new(uint32)
-	b, err := serveBell(word, fd, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	path, fd, word, b := watchLockFile(t)
 	if _, ok := b.(*openerBell); !ok {
 		t.Fatalf("serveBell made a %T, not a watch of the lock file", b)
 	}
@@ -114,13 +122,7 @@ func TestOpenerBellOpening(t *testing.T) {
 // A ring from before a Wait does not end it: its event is stale (the ring
 // moved the word first, which Wait compares).
 func TestOpenerBellStaleRing(t *testing.T) {
-	_, fd := openLockFile(t)
-	word := new(uint32)
-	b, err := serveBell(word, fd, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	_, fd, word, b := watchLockFile(t)
 	ringWord(t, word, fd)
 	const timeout = 200 * time.Millisecond
 	start := time.Now()
