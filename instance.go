@@ -430,6 +430,7 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 			}
 			return nil
 		},
+		Pause:    yieldProcessor,
 		PID:      pid(),
 		MaxReply: cfg.maxMessage,
 	}
@@ -449,6 +450,9 @@ type lazyBell struct {
 }
 
 func (l *lazyBell) Wait(old uint32, timeout time.Duration) error {
+	if testHookSenderSleeps != nil {
+		testHookSenderSleeps()
+	}
 	if l.b == nil && l.err == nil {
 		l.b, l.err = l.open()
 	}
@@ -500,6 +504,10 @@ func (y yielding) Wait(old uint32, timeout time.Duration) error {
 	runtime.Gosched()
 	return y.Doorbell.Wait(old, timeout)
 }
+
+// testHookSenderSleeps, set by tests, runs as a sender is about to sleep
+// for its reply.
+var testHookSenderSleeps func()
 
 // testHookChunkSent, set by tests, runs each time a secondary has rung the
 // primary, with the count so far: a test stops a sender mid-message with it.

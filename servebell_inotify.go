@@ -175,10 +175,6 @@ func (b *openerBell) watch(old uint32) (rung bool) {
 	}
 }
 
-// yieldProcessor lets another thread that is ready to run on this
-// processor run first.
-func yieldProcessor() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
-
 // millis rounds d up to whole milliseconds, for poll.
 func millis(d time.Duration) int64 { return int64((d + time.Millisecond - 1) / time.Millisecond) }
 

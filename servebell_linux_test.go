@@ -17,9 +17,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Children of TestWatchYields: envCPU pins a child's threads to one
-// processor; envWatches makes a primary print a WATCHED line after each
-// watch of its word (see openerBell), with whether a ring came meanwhile.
+// Children of TestWatchYields and TestSpinYields: envCPU pins a child's
+// threads to one processor; envWatches makes a primary print a WATCHED
+// line after each watch of its word (see openerBell), with whether a ring
+// came meanwhile, and a launch print a SLEPT line if it slept for its
+// reply.
 const (
 	envCPU     = "INSTANCE_TEST_CPU"
 	envWatches = "INSTANCE_TEST_WATCHES"
@@ -34,6 +36,8 @@ func init() {
 	}
 	if os.Getenv(envWatches) != "" {
 		testHookWatched = func(rung bool) { fmt.Println("WATCHED", rung) }
+		var slept sync.Once
+		testHookSenderSleeps = func() { slept.Do(func() { fmt.Println("SLEPT") }) }
 	}
 }
 
@@ -57,6 +61,19 @@ func pinThreads(cpu int) error {
 		}
 	}
 	return nil
+}
+
+// firstCPU returns the first processor that this process may run on.
+func firstCPU(t *testing.T) int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !set.IsSet(cpu) {
+		cpu++
+	}
+	return cpu
 }
 
 // openLockFile makes a lock file of a page, as a region would be, and
@@ -273,15 +290,7 @@ func TestOneServeWatches(t *testing.T) {
 func TestWatchYields(t *testing.T) {
 	// Not in parallel: other tests' processes on its processor would take
 	// the turns that the watch yields.
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		t.Fatal(err)
-	}
-	cpu := 0
-	for !set.IsSet(cpu) {
-		cpu++
-	}
-	pin := envCPU + "=" + strconv.Itoa(cpu)
+	pin := envCPU + "=" + strconv.Itoa(firstCPU(t))
 	dir := testDir(t)
 	p := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{"primary"}, env: []string{pin, envWatches + "=1"}})
 	if l := p.next(20 * time.Second); l != "PRIMARY" {
@@ -317,5 +326,37 @@ func TestWatchYields(t *testing.T) {
 	// not); spinning, 0 or 1.
 	if 4*rung < watched {
 		t.Errorf("%d of %d watches saw the launch ring, want a quarter at least: the watch kept the processor from it", rung, watched)
+	}
+}
+
+// TestSpinYields: a launch that spins for its reply does not keep its
+// processor from the primary's thread that is to answer it. With the
+// primary and the launches on one processor, launches get their reply
+// while they spin; spinning without yielding to the system, they could
+// not (the primary ran once they slept).
+func TestSpinYields(t *testing.T) {
+	// Not in parallel, as TestWatchYields.
+	pin := envCPU + "=" + strconv.Itoa(firstCPU(t))
+	dir := testDir(t)
+	p := startChild(t, childOpts{dir: dir, bell: bellFutex, serve: "quiet", args: []string{"primary"}, env: []string{pin}})
+	if l := p.next(20 * time.Second); l != "PRIMARY" {
+		t.Fatalf("%q, want PRIMARY", l)
+	}
+	const launches = 20
+	spun := 0
+	for i := range launches {
+		time.Sleep(10 * time.Millisecond)
+		c := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{strconv.Itoa(i)}, env: []string{pin, envWatches + "=1"}})
+		l := c.next(20 * time.Second)
+		if l == "SLEPT" {
+			l = c.next(20 * time.Second)
+		} else {
+			spun++
+		}
+		checkSecondary(t, c, l)
+	}
+	t.Logf("%d of %d launches had their reply while they spun", spun, launches)
+	if 4*spun < launches {
+		t.Errorf("%d of %d launches had their reply while they spun, want a quarter at least: the spin kept the processor from the primary", spun, launches)
 	}
 }
