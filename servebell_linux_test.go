@@ -43,21 +43,27 @@ func init() {
 
 // pinThreads keeps every thread of this process on processor cpu: those
 // running now, and, as each new thread inherits its creator's set, those
-// to come.
+// to come. It looks again until it finds no thread it has not pinned: one
+// not yet pinned may have started another meanwhile.
 func pinThreads(cpu int) error {
 	var set unix.CPUSet
 	set.Set(cpu)
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, task := range tasks {
-		tid, err := strconv.Atoi(task.Name())
+	pinned := map[int]bool{}
+	for more := true; more; {
+		more = false
+		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			continue
+			return err
 		}
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("sched_setaffinity %d: %w", tid, err)
+		for _, task := range tasks {
+			tid, err := strconv.Atoi(task.Name())
+			if err != nil || pinned[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("sched_setaffinity %d: %w", tid, err)
+			}
+			pinned[tid], more = true, true
 		}
 	}
 	return nil
