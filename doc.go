@@ -58,10 +58,7 @@
 // inotify instance per primary; the futex where none is left), which a
 // launch wakes when it opens the file, so that the primary's wake-up
 // overlaps the launch's own work; it watches the doorbell for up to 100 µs
-// after such an opening rather than sleep again at once. While it watches,
-// and while a secondary spins for its reply (up to 50 µs), each yields its
-// processor to the system between looks: the other process's thread may
-// be waiting for that processor. On Linux a
+// after such an opening rather than sleep again at once. On Linux a
 // secondary waiting for its reply keeps its goroutine's processor (P) for
 // the first millisecond, as a goroutine that computes would: it costs the
 // process less than handing the processor over and getting it back.

@@ -430,7 +430,6 @@ func sendMapped(ctx context.Context, deadline time.Time, cfg *config, f *files, 
 			}
 			return nil
 		},
-		Pause:    yieldProcessor,
 		PID:      pid(),
 		MaxReply: cfg.maxMessage,
 	}
@@ -450,9 +449,6 @@ type lazyBell struct {
 }
 
 func (l *lazyBell) Wait(old uint32, timeout time.Duration) error {
-	if testHookSenderSleeps != nil {
-		testHookSenderSleeps()
-	}
 	if l.b == nil && l.err == nil {
 		l.b, l.err = l.open()
 	}
@@ -504,10 +500,6 @@ func (y yielding) Wait(old uint32, timeout time.Duration) error {
 	runtime.Gosched()
 	return y.Doorbell.Wait(old, timeout)
 }
-
-// testHookSenderSleeps, set by tests, runs as a sender is about to sleep
-// for its reply.
-var testHookSenderSleeps func()
 
 // testHookChunkSent, set by tests, runs each time a secondary has rung the
 // primary, with the count so far: a test stops a sender mid-message with it.

@@ -5,6 +5,7 @@ package instance
 import (
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -44,12 +45,11 @@ const (
 	openerMinSleep = 50 * time.Microsecond  // how long it must have slept first
 )
 
-// Set by tests: testHookWatched runs when a Serve woken by an opening of
-// the lock file has watched the word, with whether a ring came meanwhile;
-// testHookWatchWaits, with +1 and -1, as a Wait on the watch begins and
-// ends.
+// Set by tests: testHookOpened runs when an opening of the lock file has
+// woken a Serve that then watches the word; testHookWatchWaits, with +1
+// and -1, as a Wait on the watch begins and ends.
 var (
-	testHookWatched    func(rung bool)
+	testHookOpened     func()
 	testHookWatchWaits func(int)
 )
 
@@ -141,37 +141,15 @@ func (b *openerBell) Wait(old uint32, timeout time.Duration) error {
 		if time.Since(slept) < openerMinSleep {
 			continue
 		}
-		if b.watch(old) {
-			return nil
+		if testHookOpened != nil {
+			testHookOpened()
+		}
+		for end := time.Now().Add(openerWatch); time.Now().Before(end); runtime.Gosched() {
+			if atomic.LoadUint32(b.word) != old {
+				return nil
+			}
 		}
 		// The launch that opened the file has not rung (yet): sleep again.
-	}
-}
-
-// watch looks at the word for openerWatch and reports whether it moved
-// from old. Between looks it yields its processor to the system, not only
-// to the runtime: the scheduler often wakes it on the processor of the
-// launch that opened the file, which it then takes from the launch, and
-// the launch cannot ring while it spins. (A loop of launches with both
-// processes on one processor: median handoff 195 to 224 µs when the watch
-// yielded to the runtime only, 152 to 154 when it yields to the system.)
-// It looks once more after its last yield, which may have lasted past
-// the end of the watch.
-func (b *openerBell) watch(old uint32) (rung bool) {
-	defer func() {
-		if testHookWatched != nil {
-			testHookWatched(rung)
-		}
-	}()
-	end := time.Now().Add(openerWatch)
-	for {
-		if atomic.LoadUint32(b.word) != old {
-			return true
-		}
-		if !time.Now().Before(end) {
-			return false // having looked once more after the last yield
-		}
-		yieldProcessor()
 	}
 }
 

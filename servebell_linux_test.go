@@ -2,11 +2,8 @@ package instance
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,71 +13,6 @@ import (
 	"github.com/go-instance/instance/shm"
 	"golang.org/x/sys/unix"
 )
-
-// Children of TestWatchYields and TestSpinYields: envCPU pins a child's
-// threads to one processor; envWatches makes a primary print a WATCHED
-// line after each watch of its word (see openerBell), with whether a ring
-// came meanwhile, and a launch print a SLEPT line if it slept for its
-// reply.
-const (
-	envCPU     = "INSTANCE_TEST_CPU"
-	envWatches = "INSTANCE_TEST_WATCHES"
-)
-
-func init() {
-	if cpu, err := strconv.Atoi(os.Getenv(envCPU)); err == nil {
-		if err := pinThreads(cpu); err != nil {
-			fmt.Println("ERROR other pin:", err)
-			os.Exit(0)
-		}
-	}
-	if os.Getenv(envWatches) != "" {
-		testHookWatched = func(rung bool) { fmt.Println("WATCHED", rung) }
-		var slept sync.Once
-		testHookSenderSleeps = func() { slept.Do(func() { fmt.Println("SLEPT") }) }
-	}
-}
-
-// pinThreads keeps every thread of this process on processor cpu: those
-// running now, and, as each new thread inherits its creator's set, those
-// to come. It looks again until it finds no thread it has not pinned: one
-// not yet pinned may have started another meanwhile.
-func pinThreads(cpu int) error {
-	var set unix.CPUSet
-	set.Set(cpu)
-	pinned := map[int]bool{}
-	for more := true; more; {
-		more = false
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return err
-		}
-		for _, task := range tasks {
-			tid, err := strconv.Atoi(task.Name())
-			if err != nil || pinned[tid] {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
-				return fmt.Errorf("sched_setaffinity %d: %w", tid, err)
-			}
-			pinned[tid], more = true, true
-		}
-	}
-	return nil
-}
-
-// firstCPU returns the first processor that this process may run on.
-func firstCPU(t *testing.T) int {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		t.Fatal(err)
-	}
-	cpu := 0
-	for !set.IsSet(cpu) {
-		cpu++
-	}
-	return cpu
-}
 
 // openLockFile makes a lock file of a page, as a region would be, and
 // returns its path and a descriptor of it.
@@ -152,13 +84,13 @@ func TestOpenerBellOpening(t *testing.T) {
 		t.Fatalf("serveBell made a %T, not a watch of the lock file", b)
 	}
 	opened := make(chan struct{}, 1)
-	testHookWatched = func(bool) {
+	testHookOpened = func() {
 		select {
 		case opened <- struct{}{}:
 		default:
 		}
 	}
-	defer func() { testHookWatched = nil }()
+	defer func() { testHookOpened = nil }()
 	done := waitAsync(b, 0)
 	// Open until one comes while the Wait sleeps (not before it started).
 	deadline := time.After(10 * time.Second)
@@ -285,84 +217,5 @@ func TestOneServeWatches(t *testing.T) {
 	defer mu.Unlock()
 	if most != 1 {
 		t.Errorf("at most %d Serve calls waited on the watch at once, want 1", most)
-	}
-}
-
-// TestWatchYields: a Serve woken by a launch's opening of the lock file
-// watches the word without keeping its processor from that launch. With
-// the primary and the launches on one processor, launches ring while the
-// primary watches; a watch that yielded to the Go runtime only never saw
-// a ring so (the launch ran once the watch had ended).
-func TestWatchYields(t *testing.T) {
-	// Not in parallel: other tests' processes on its processor would take
-	// the turns that the watch yields.
-	pin := envCPU + "=" + strconv.Itoa(firstCPU(t))
-	dir := testDir(t)
-	p := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{"primary"}, env: []string{pin, envWatches + "=1"}})
-	if l := p.next(20 * time.Second); l != "PRIMARY" {
-		t.Fatalf("%q, want PRIMARY", l)
-	}
-	// Launch until 20 launches have made the primary watch: one made it
-	// watch if its opening woke the primary before its ring did.
-	const want, most = 20, 200
-	watched, rung := 0, 0
-	for i := 0; watched < want && i < most; i++ {
-		time.Sleep(10 * time.Millisecond) // asleep, so that an opening makes it watch
-		c := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{strconv.Itoa(i)}, env: []string{pin}})
-		checkSecondary(t, c, c.next(20*time.Second))
-		for { // the primary's lines for this launch, to its message's
-			l := p.next(20 * time.Second)
-			if strings.HasPrefix(l, "MSG ") {
-				break
-			}
-			switch l {
-			case "WATCHED true":
-				watched++
-				rung++
-			case "WATCHED false":
-				watched++
-			}
-		}
-	}
-	t.Logf("%d watches of the primary, %d of which saw the launch ring", watched, rung)
-	if watched < want {
-		t.Fatalf("%d launches made the primary watch %d times, want %d", most, watched, want)
-	}
-	// Yielding, most saw it (11 to 20 of 20, with the machine loaded or
-	// not); spinning, 0 or 1.
-	if 4*rung < watched {
-		t.Errorf("%d of %d watches saw the launch ring, want a quarter at least: the watch kept the processor from it", rung, watched)
-	}
-}
-
-// TestSpinYields: a launch that spins for its reply does not keep its
-// processor from the primary's thread that is to answer it. With the
-// primary and the launches on one processor, launches get their reply
-// while they spin; spinning without yielding to the system, they could
-// not (the primary ran once they slept).
-func TestSpinYields(t *testing.T) {
-	// Not in parallel, as TestWatchYields.
-	pin := envCPU + "=" + strconv.Itoa(firstCPU(t))
-	dir := testDir(t)
-	p := startChild(t, childOpts{dir: dir, bell: bellFutex, serve: "quiet", args: []string{"primary"}, env: []string{pin}})
-	if l := p.next(20 * time.Second); l != "PRIMARY" {
-		t.Fatalf("%q, want PRIMARY", l)
-	}
-	const launches = 20
-	spun := 0
-	for i := range launches {
-		time.Sleep(10 * time.Millisecond)
-		c := startChild(t, childOpts{dir: dir, bell: bellFutex, args: []string{strconv.Itoa(i)}, env: []string{pin, envWatches + "=1"}})
-		l := c.next(20 * time.Second)
-		if l == "SLEPT" {
-			l = c.next(20 * time.Second)
-		} else {
-			spun++
-		}
-		checkSecondary(t, c, l)
-	}
-	t.Logf("%d of %d launches had their reply while they spun", spun, launches)
-	if 4*spun < launches {
-		t.Errorf("%d of %d launches had their reply while they spun, want a quarter at least: the spin kept the processor from the primary", spun, launches)
 	}
 }

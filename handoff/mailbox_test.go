@@ -292,59 +292,6 @@ func TestSendSmallMessage(t *testing.T) {
 	h.allFree(t)
 }
 
-// pollingBell is a sender's slot bell that, before it sleeps, runs the
-// primary's round (there is no primary goroutine) and counts the sleeps.
-type pollingBell struct {
-	Bell
-	h     *harness
-	waits *int
-}
-
-func (b pollingBell) Wait(old uint32, timeout time.Duration) error {
-	*b.waits++
-	b.h.poll()
-	return b.Bell.Wait(old, timeout)
-}
-
-// A sender that spins for its reply runs Pause between its looks at the
-// slot, where another thread waiting for its processor gets to run (here:
-// the primary's round), and takes a reply that comes meanwhile without
-// sleeping.
-func TestSenderPausesWhileSpinning(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, small, 1<<16, alive)
-	s := h.sender(1001)
-	const sends = 20
-	waits, spun := 0, 0
-	s.Slot = func(i int) (Bell, error) { return pollingBell{h.slots[i], h, &waits}, nil }
-	for i := range sends {
-		paused := false
-		s.Pause = func() {
-			if !paused {
-				paused = true
-				h.poll()
-			}
-		}
-		before := waits
-		msg := fmt.Appendf(nil, "spin %d", i)
-		reply, err := s.Send(msg, time.Now().Add(testDeadline))
-		if err != nil {
-			t.Fatalf("send %d: %v", i, err)
-		}
-		if want := answer(msg); !bytes.Equal(reply, want) {
-			t.Fatalf("send %d: reply %q, want %q", i, reply, want)
-		}
-		if paused && waits == before {
-			spun++
-		}
-	}
-	// A send may sleep once its spin has ended, if the scheduler kept the
-	// goroutine from looking for 50 µs.
-	if spun == 0 {
-		t.Errorf("none of %d sends had its reply while it spun (%d sleeps): Pause did not run between looks", sends, waits)
-	}
-}
-
 func TestSendManyChunks(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, small, 1<<16, alive)
