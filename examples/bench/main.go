@@ -11,6 +11,8 @@
 //	handoff_latency_us       Acquire in a secondary, from call to reply, primary in another process, 200 bytes of argv
 //	socket_latency_us        connect, write the same 200 bytes, read a 1-byte ack, close; Go server in another process
 //	(table) after idle       both again, each after a pause of -gap, as between a user's launches
+//	(table) busy             both again so, beside a CPU-bound process on each processor, as
+//	                         on a desktop that is compiling
 //	secondary_process_ms     start a secondary process that forwards and exits
 //	hello_process_ms         start the same binary in a mode that only exits
 //	throughput_msgs_per_s    messages per second from -senders concurrent sender processes, both ways
@@ -176,6 +178,18 @@ func child(role string) error {
 			}
 		}
 		return nil
+	case "busy":
+		// Keep a processor busy, as another program would, until the
+		// parent closes stdin.
+		var done atomic.Bool
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			done.Store(true)
+		}()
+		fmt.Println("ready")
+		for !done.Load() {
+		}
+		return nil
 	case "server":
 		ln, err := baseline.Listen(dir)
 		if err != nil {
@@ -304,6 +318,28 @@ func samplePair(duration, gap time.Duration, a, b func() (after func() error, er
 		}
 	}
 	return da, db, nil
+}
+
+// sampleBusy is samplePair beside a CPU-bound process on each processor:
+// a spin or a yield that suits an idle machine may cost a busy one a time
+// slice of the scheduler (milliseconds) where it should cost nothing.
+func sampleBusy(dir string, duration, gap time.Duration, a, b func() (func() error, error)) (da, db []time.Duration, err error) {
+	var busy []*proc
+	defer func() {
+		for _, p := range busy {
+			if serr := p.stop(); err == nil {
+				err = serr
+			}
+		}
+	}()
+	for range runtime.NumCPU() {
+		p, err := start("busy", dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		busy = append(busy, p)
+	}
+	return samplePair(duration, gap, a, b)
 }
 
 // acquire is the latency's operation: Acquire until it returns with the
@@ -462,6 +498,10 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 				return err
 			}
 			latency["idle"], latency["idle-socket"] = summarize(h), summarize(s)
+			if h, s, err = sampleBusy(dir, duration, gap, acquire, socket); err != nil {
+				return err
+			}
+			latency["busy"], latency["busy-socket"] = summarize(h), summarize(s)
 			var sec, hello []time.Duration
 			for range launches {
 				d, err := launch("secondary", dir)
@@ -525,6 +565,9 @@ func run(duration time.Duration, senders, launches int, idle, gap time.Duration)
 	ih, is := latency["idle"], latency["idle-socket"]
 	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("handoff after %v idle", gap), us(ih.median), us(ih.p99))
 	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("%s after %v idle", baseline.Name, gap), us(is.median), us(is.p99))
+	bh, bs := latency["busy"], latency["busy-socket"]
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("handoff, %d busy processes", runtime.NumCPU()), us(bh.median), us(bh.p99))
+	fmt.Printf("%-38s %10.1fµs %10.1fµs\n", fmt.Sprintf("%s, %d busy processes", baseline.Name, runtime.NumCPU()), us(bs.median), us(bs.p99))
 	fmt.Printf("%-38s %10.2fms %10.2fms\n", "secondary process, start to exit", ms(sec.median), ms(sec.p99))
 	fmt.Printf("%-38s %10.2fms %10.2fms\n", "hello process, start to exit", ms(hello.median), ms(hello.p99))
 	fmt.Printf("%-38s %10.0f/s\n", fmt.Sprintf("handoff throughput, %d processes", senders), hs)

@@ -64,6 +64,11 @@ func TestLines(t *testing.T) {
 			got[l] = append(got[l], f)
 		}
 	}
+	// And the table's row beside busy processes (which the issue does not
+	// ask for).
+	if !regexp.MustCompile(`(?m)^handoff, [0-9]+ busy processes +` + num + `µs +` + num + `µs$`).Match(out) {
+		t.Errorf("no row for the handoff beside busy processes")
+	}
 	if t.Failed() {
 		t.Fatalf("the bench printed:\n%s", out)
 	}
