@@ -57,7 +57,7 @@
 // at a time waits on an inotify watch of the lock file instead (one
 // inotify instance per primary; the futex where none is left), which a
 // launch wakes when it opens the file, so that the primary's wake-up
-// overlaps the launch's own work; it watches the doorbell for up to 100 µs
+// overlaps the launch's own work; it watches the doorbell for up to 30 µs
 // after such an opening rather than sleep again at once. On Linux a
 // secondary waiting for its reply keeps its goroutine's processor (P) for
 // the first millisecond, as a goroutine that computes would: it costs the
