@@ -396,6 +396,7 @@ func TestInvalidInput(t *testing.T) {
 		"timeout": WithTimeout(-time.Second),
 		"max":     WithMaxMessage(0),
 		"env":     WithEnv("A=B"),
+		"machine": WithScope(ScopeMachine), // with WithDir
 	}
 	for name, o := range bad {
 		if _, err := Acquire(testAppID, WithDir(dir), o); !errors.Is(err, ErrInvalidName) {

@@ -87,8 +87,11 @@ func WithScope(s Scope) Option {
 }
 
 // WithDir puts the instance's files in dir, an existing directory, instead
-// of the scope's directory. Launches that use the same dir, app id and key
-// are the same application.
+// of the scope's directory. Launches that use the same dir, app id, key and
+// scope are the same application, whatever their graphical session (on
+// Windows, of the same user and session: the objects are the session's).
+// It cannot be used with ScopeMachine, whose files have a place of their
+// own: Acquire returns ErrInvalidName.
 func WithDir(dir string) Option {
 	return func(c *config) { c.dir = dir }
 }
@@ -152,6 +155,8 @@ func newConfig(appID string, opts []Option) (*config, error) {
 	switch {
 	case c.scope < ScopeSession || c.scope > ScopeMachine:
 		return nil, fmt.Errorf("%w: unknown scope %d", ErrInvalidName, int(c.scope))
+	case c.dir != "" && c.scope == ScopeMachine:
+		return nil, fmt.Errorf("%w: WithDir with ScopeMachine, whose files have a place of their own", ErrInvalidName)
 	case c.timeout <= 0:
 		return nil, fmt.Errorf("%w: timeout %v is not positive", ErrInvalidName, c.timeout)
 	case c.maxMessage <= 0:
