@@ -4,7 +4,8 @@ import "errors"
 
 // Sentinel errors. Errors returned by this package wrap one of them (test
 // with [errors.Is]) and carry the detail: the path, the operation, the
-// limit. They are the same on every operating system.
+// limit. They are the same on every operating system it supports; on
+// another, Acquire's error wraps [errors.ErrUnsupported] instead.
 var (
 	// ErrInvalidName: the app id, key or an option is not acceptable.
 	// Nothing was created.

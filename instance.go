@@ -868,7 +868,11 @@ func (c *config) encodeMessage() ([]byte, error) {
 	if n := m.EncodedSize(); n > c.maxMessage {
 		return nil, fmt.Errorf("%w: %d bytes encoded, the limit is %d", ErrTooLarge, n, c.maxMessage)
 	}
-	return m.Encode(make([]byte, 0, m.EncodedSize()))
+	b, err := m.Encode(make([]byte, 0, m.EncodedSize()))
+	if err != nil { // a field over 4 GiB, under a maximum above that
+		return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
+	return b, nil
 }
 
 // IsPrimary reports whether this process is the primary.
