@@ -37,8 +37,8 @@
 //
 // By default the primary is per user and graphical session ([ScopeSession]);
 // [ScopeUser] and [ScopeMachine] widen it, [WithDir] names a directory of
-// the application's choosing, and [WithKey] narrows any of these (a
-// profile, a document).
+// the application's choosing (not with ScopeMachine), and [WithKey] narrows
+// any of these (a profile, a document).
 //
 // # Linux, macOS, FreeBSD and other Unix systems
 //
@@ -54,8 +54,9 @@
 // <name>.bell, <name>.serve (on which an idle [Instance.Serve] waits) and
 // <name>.sNN. The doorbell is a futex on a word of the
 // region on Linux and a FIFO elsewhere. On Linux one idle [Instance.Serve]
-// at a time waits on an inotify watch of the lock file instead (one
-// inotify instance per primary; the futex where none is left), which a
+// at a time waits on an inotify watch of the lock file instead (an
+// inotify instance of its own, beside the one that watches for the files'
+// removal; the futex where none is left), which a
 // launch wakes when it opens the file, so that the primary's wake-up
 // overlaps the launch's own work; it watches the doorbell for up to 30 µs
 // after such an opening rather than sleep again at once. On Linux a
@@ -83,6 +84,7 @@
 //
 // Errors wrap one of [ErrInvalidName], [ErrLockUnavailable], [ErrTimeout],
 // [ErrIncompatible], [ErrTooLarge] and [ErrClosed], and carry the operation
-// and path of an OS failure. The package never exits the process, logs or
-// panics.
+// and path of an OS failure. The package never exits the process or logs;
+// a handler's panic goes on out of [Instance.Serve], after its sender is
+// answered with code 2.
 package instance

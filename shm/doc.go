@@ -9,9 +9,11 @@
 // Named objects belong to the user that made them: on Unix they are files
 // in a per-user directory ($XDG_RUNTIME_DIR/go-instance, else
 // go-instance-<uid> under $TMPDIR, /dev/shm on Linux or /tmp; 0700,
-// verified before use) and persist until removed; on Windows they are
-// Local\ kernel objects whose names carry a hash of the user's SID, with a
-// DACL for the user alone, and a region vanishes with its last handle.
+// verified before use) and persist until removed; on Windows regions and
+// bells are Local\ kernel objects (per session) whose names carry a hash
+// of the user's SID, with a DACL for the user alone, and a region vanishes
+// with its last handle, while a mutex is a file in the user's
+// %LocalAppData%\go-instance.
 //
 // # Linux
 //
