@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"os/exec"
 	"regexp"
@@ -65,9 +66,7 @@ func TestLines(t *testing.T) {
 			got[l] = append(got[l], f)
 			h := 0.5
 			if i := strings.IndexByte(s, '.'); i >= 0 {
-				for range s[i+1:] {
-					h /= 10
-				}
+				h = math.Pow10(i+1-len(s)) / 2
 			}
 			half[l] = append(half[l], h)
 		}
